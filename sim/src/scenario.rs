@@ -1,0 +1,315 @@
+//! Scenario files: what cluster to build, what load to run, which faults to inject and when.
+//!
+//! A scenario is data (`scenarios/<name>.toml`); the runner reads it and the seed decides every
+//! random choice within it. Times are simulated seconds from the start of the run.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// One scenario file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    /// What the scenario shows, in a sentence or two (printed with failures).
+    pub description: String,
+    /// Number of server agents (Raft voters).
+    pub servers: u32,
+    /// Seeds the test suite runs: `1..=seeds`.
+    #[serde(default = "default_seed_count")]
+    pub seeds: u64,
+    /// Seeds that once failed, kept as regression cases and run by the suite too.
+    #[serde(default)]
+    pub regression_seeds: Vec<u64>,
+    #[serde(default)]
+    pub raft: RaftOverrides,
+    pub workload: Workload,
+    #[serde(default)]
+    pub network: Network,
+    pub phases: Phases,
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<Fault>,
+}
+
+fn default_seed_count() -> u64 {
+    10
+}
+
+/// Raft settings a scenario may change from the agent defaults, e.g. to snapshot often.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftOverrides {
+    pub snapshot_threshold: Option<u64>,
+    pub trailing_logs: Option<u64>,
+    pub heartbeat_ms: Option<u64>,
+    /// Election timeout range [min, max] in milliseconds.
+    pub election_timeout_ms: Option<[u64; 2]>,
+}
+
+/// The client load: each client loops over random operations on a small key space.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    pub clients: u32,
+    pub keys: u32,
+    /// Fraction of operations that are reads (the rest are writes and deletes).
+    pub read_ratio: f64,
+    /// Fraction of operations that are deletes.
+    #[serde(default)]
+    pub delete_ratio: f64,
+    /// Fraction of reads sent with `?consistent` (the others use the default mode, which cairn
+    /// also serves linearizably).
+    #[serde(default = "half")]
+    pub consistent_read_ratio: f64,
+    /// Pause between a client's operations, a random value in [min, max] milliseconds.
+    pub pause_ms: [u64; 2],
+    /// A request without an answer after this long counts as indeterminate.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn half() -> f64 {
+    0.5
+}
+
+fn default_request_timeout_ms() -> u64 {
+    3000
+}
+
+/// Network conditions outside fault windows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// One-way message latency, a random value in [min, max] milliseconds (this also reorders).
+    pub latency_ms: [u64; 2],
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        Network { latency_ms: [1, 5] }
+    }
+}
+
+/// The two phases of a run and the bound the liveness phase must meet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Phases {
+    /// Faults happen in this phase.
+    pub safety_s: f64,
+    /// Fault-free: everything healed and restarted at its start.
+    pub liveness_s: f64,
+    /// After healing, a leader must exist and a write must succeed within this many seconds.
+    pub recover_within_s: f64,
+}
+
+/// One fault at a time in the safety phase. (Unknown keys are refused by [`FaultKind`]: serde's
+/// `flatten` cannot be combined with `deny_unknown_fields` on this struct.)
+#[derive(Debug, Clone, Deserialize)]
+pub struct Fault {
+    pub at_s: f64,
+    #[serde(flatten)]
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum FaultKind {
+    /// Kill a server (its unsynced writes may be lost and its last write torn, unless
+    /// `lose_unsynced = false`), and restart it after `restart_after_s` if given.
+    Crash {
+        target: Target,
+        restart_after_s: Option<f64>,
+        #[serde(default = "yes")]
+        lose_unsynced: bool,
+    },
+    /// Cut a server off: `both` directions, only `inbound`, or only `outbound` traffic.
+    Isolate {
+        target: Target,
+        #[serde(default)]
+        direction: Direction,
+        heal_after_s: f64,
+    },
+    /// Split the servers in two groups at random, the smaller of `minority` servers (the leader
+    /// among them when `with_leader`), and cut every link between the groups.
+    Split {
+        minority: u32,
+        #[serde(default)]
+        with_leader: bool,
+        heal_after_s: f64,
+    },
+    /// Drop this fraction of messages for a while (for TCP: connection attempts fail, segments are
+    /// retransmitted late).
+    PacketLoss { rate: f64, duration_s: f64 },
+    /// Raise latency to [min, max] ms for a while.
+    Delay { latency_ms: [u64; 2], duration_s: f64 },
+    /// Random faults drawn from the above, one every `every_s` (a random time in [min, max]) until
+    /// `until_s`, each healed before the next.
+    Chaos { until_s: f64, every_s: [f64; 2] },
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    #[default]
+    Both,
+    Inbound,
+    Outbound,
+}
+
+/// Which server a fault hits: `"leader"`, `"follower"` (a random one), `"random"`, or
+/// `"server-N"` (0-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Leader,
+    Follower,
+    Random,
+    Server(u32),
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "leader" => Ok(Target::Leader),
+            "follower" => Ok(Target::Follower),
+            "random" => Ok(Target::Random),
+            other => other.strip_prefix("server-").and_then(|n| n.parse().ok()).map(Target::Server).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown target {other:?}: expected leader, follower, random or server-N"
+                ))
+            }),
+        }
+    }
+}
+
+/// Why a scenario file could not be used.
+#[derive(Debug)]
+pub enum ScenarioError {
+    Read { path: String, error: std::io::Error },
+    Parse { path: String, error: String },
+    Invalid { path: String, reason: String },
+}
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScenarioError::Read { path, error } => write!(f, "{path}: {error}"),
+            ScenarioError::Parse { path, error } => write!(f, "{path}: {error}"),
+            ScenarioError::Invalid { path, reason } => write!(f, "{path}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read { path: shown.clone(), error })?;
+        let scenario: Scenario =
+            toml::from_str(&text).map_err(|e| ScenarioError::Parse { path: shown.clone(), error: e.to_string() })?;
+        scenario.validate().map_err(|reason| ScenarioError::Invalid { path: shown, reason })?;
+        Ok(scenario)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=9).contains(&self.servers) {
+            return Err(format!("servers = {}: expected 1 to 9", self.servers));
+        }
+        let w = &self.workload;
+        if w.keys == 0 || w.clients == 0 {
+            return Err("workload needs at least one client and one key".into());
+        }
+        for (name, ratio) in [
+            ("read_ratio", w.read_ratio),
+            ("delete_ratio", w.delete_ratio),
+            ("consistent_read_ratio", w.consistent_read_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&ratio) {
+                return Err(format!("workload.{name} = {ratio}: expected 0 to 1"));
+            }
+        }
+        if w.read_ratio + w.delete_ratio > 1.0 {
+            return Err("workload.read_ratio + delete_ratio exceed 1".into());
+        }
+        if w.pause_ms[0] > w.pause_ms[1] || self.network.latency_ms[0] > self.network.latency_ms[1] {
+            return Err("ranges are written [min, max]".into());
+        }
+        for fault in &self.faults {
+            if fault.at_s < 0.0 || fault.at_s >= self.phases.safety_s {
+                return Err(format!(
+                    "a fault at {} s is outside the safety phase (0 to {} s)",
+                    fault.at_s, self.phases.safety_s
+                ));
+            }
+            if let FaultKind::Split { minority, .. } = fault.kind {
+                if minority == 0 || 2 * minority >= self.servers {
+                    return Err(format!(
+                        "split minority = {minority}: must be at least 1 and less than half of {}",
+                        self.servers
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every scenario shipped in `scenarios/` parses and validates.
+    #[test]
+    fn shipped_scenarios_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut count = 0;
+        for entry in std::fs::read_dir(&dir).expect("scenarios/ exists") {
+            let path = entry.expect("readable entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                count += 1;
+            }
+        }
+        assert!(count >= 3, "expected the three Raft scenarios, found {count}");
+    }
+
+    /// An unknown key in a scenario is an error naming it, not silently ignored.
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = r#"
+            name = "x"
+            description = "x"
+            servers = 3
+            typo = 1
+            [workload]
+            clients = 1
+            keys = 1
+            read_ratio = 0.5
+            pause_ms = [1, 2]
+            [phases]
+            safety_s = 1
+            liveness_s = 1
+            recover_within_s = 1
+        "#;
+        let err = toml::from_str::<Scenario>(text).unwrap_err().to_string();
+        assert!(err.contains("typo"), "{err}");
+    }
+
+    /// A misspelt key inside a fault is refused too, not silently ignored.
+    #[test]
+    fn unknown_fault_keys_are_refused() {
+        let fault = |body: &str| format!("at_s = 1\n{body}");
+        let good: Fault = toml::from_str(&fault("kind = \"crash\"\ntarget = \"leader\"")).unwrap();
+        assert!(matches!(good.kind, FaultKind::Crash { target: Target::Leader, lose_unsynced: true, .. }));
+        let err = toml::from_str::<Fault>(&fault("kind = \"crash\"\ntarget = \"leader\"\nrestart_afer_s = 2"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("restart_afer_s"), "{err}");
+    }
+}

@@ -1,0 +1,36 @@
+//! The `cairn` command line, except `cairn agent` (which runs in `main.rs`): commands that talk to
+//! a running agent over its HTTP API, as Consul's CLI does. `-http-addr` (or `CAIRN_HTTP_ADDR`,
+//! `CONSUL_HTTP_ADDR`) names the agent; 127.0.0.1:8500 by default.
+
+mod args;
+mod commands;
+pub mod http;
+
+pub use args::{table, Args, Kind};
+
+/// The commands this module runs, with a line of help each.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("members", "Lists the members of the LAN gossip pool"),
+    ("join", "Tells the local agent to join the pool through other agents"),
+    ("leave", "Makes the local agent leave the pool gracefully and stop"),
+    ("force-leave", "Marks a failed member as left"),
+    ("operator", "Raft operations: raft list-peers, raft remove-peer"),
+    ("keygen", "Generates a new gossip encryption key"),
+    ("keyring", "Lists, installs, uses or removes gossip encryption keys cluster-wide"),
+];
+
+/// Run `command` with `args`; `None` if this module does not know the command. On success the
+/// output to print, on failure the message for standard error.
+pub fn run(command: &str, args: &[String]) -> Option<Result<String, String>> {
+    let outcome = match command {
+        "members" => commands::members(args),
+        "join" => commands::join(args),
+        "leave" => commands::leave(args),
+        "force-leave" => commands::force_leave(args),
+        "operator" => commands::operator(args),
+        "keygen" => commands::keygen(args),
+        "keyring" => commands::keyring(args),
+        _ => return None,
+    };
+    Some(outcome)
+}

@@ -1,0 +1,57 @@
+//! cairn: service discovery and configuration, proven by deterministic simulation.
+//!
+//! # Module map
+//!
+//! A cairn agent is a handful of parts wired together by [`node`], the composition root. Data flows
+//! in one direction through them:
+//!
+//! ```text
+//!   HTTP client ──> http ──> server ──(write: Command)──> raft ──> log_store ──> storage (Disk)
+//!                    │          │                          │
+//!                    │          │ (forward to leader) rpc <┘ (AppendEntries, Vote, snapshots)
+//!                    │          │
+//!                    └──(read)──┴─> read barrier ──> state (the replicated state machine)
+//! ```
+//!
+//! - [`config`]: the typed agent configuration. Flags (Consul's single-dash spellings) and JSON config
+//!   files are parsed and validated once, into [`config::AgentConfig`]; nothing downstream sees a string
+//!   it has to parse again.
+//! - [`state`]: the replicated state machine, a pure value. `State::apply(index, &Command)` is the only
+//!   way it changes; it holds the catalog (nodes, services, checks) and the KV store with Consul's
+//!   indexes. No I/O, no clock, no randomness: every replica that applies the same log is identical.
+//! - [`storage`]: the [`storage::Disk`] trait, the one door to durable media, with a file
+//!   implementation that fsyncs before it acknowledges and a simulated one that loses unsynced writes
+//!   and tears the last one when its node crashes. Records are checksummed.
+//! - [`raft`]: openraft glue. The segmented, checksummed Raft log and vote over a `Disk`
+//!   ([`raft::log_store`]), the state machine adapter that applies committed entries to [`state`] and
+//!   keeps snapshots ([`raft::state_machine`]), and the network adapter over [`rpc`].
+//! - [`rpc`]: the server-to-server protocol on the server port (8300): length-bounded binary frames
+//!   carrying Raft messages, forwarded writes and read-index requests, and the bootstrap join
+//!   exchange on the LAN port (8301) that gossip will replace.
+//! - [`server`]: the server role. Submits writes (forwarding them to the leader, which batches
+//!   concurrent writes into one Raft entry), serves reads at the requested consistency (`default`
+//!   and `consistent` go through a read-index barrier confirmed by a quorum, shared by concurrent
+//!   reads; `stale` reads locally and reports the last leader contact), and bootstraps the cluster
+//!   once `bootstrap_expect` servers know each other.
+//! - [`http`]: the `/v1/...` API, an axum router over [`server`]. Consul's JSON shapes and headers.
+//! - [`io`]: the thin shell over the runtime: the openraft runtime adapter, the seeded randomness
+//!   source, socket shims. `cfg(madsim)` appears only here (and in `sim/`), so the same agent code runs
+//!   on real sockets and inside the simulator.
+//! - [`node`]: the composition root. Builds the parts from an `AgentConfig` and a `Disk`, starts their
+//!   tasks, and hands back a [`node::NodeHandle`]. Production (`main.rs`) and the simulator (`sim/`)
+//!   both start agents through it.
+//!
+//! See `ARCHITECTURE.md` for the reasoning behind these boundaries.
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod gossip;
+pub mod http;
+pub mod io;
+pub mod node;
+pub mod raft;
+pub mod rpc;
+pub mod server;
+pub mod state;
+pub mod storage;

@@ -1,0 +1,149 @@
+//! The `cairn` command: `cairn agent ...` runs an agent; other subcommands talk to one.
+
+#[cfg(not(madsim))]
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
+
+/// Under `--cfg madsim` agents run inside the simulator (`sim/run`), not as a process.
+#[cfg(madsim)]
+fn main() {
+    eprintln!("this is a simulator build; run scenarios with sim/run");
+    std::process::exit(2);
+}
+
+#[cfg(not(madsim))]
+mod cli {
+    use std::process::ExitCode;
+    use std::sync::Arc;
+
+    use cairn::config::{self, AgentConfig, ConfigError, LogLevel};
+    use cairn::storage::{Disk, DiskError, FileDisk, MemDisk};
+
+    fn usage() -> String {
+        let mut text = String::from("Usage: cairn <command> [args]\n\nCommands:\n");
+        text.push_str("    agent        Runs a cairn agent (see 'cairn agent -h')\n");
+        for (name, help) in cairn::cli::COMMANDS {
+            text.push_str(&format!("    {name:<12} {help}\n"));
+        }
+        text.push_str("    version      Prints the cairn version\n");
+        text
+    }
+
+    pub fn main() -> ExitCode {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        match args.first().map(String::as_str) {
+            Some("agent") => agent(&args[1..]),
+            Some("version" | "-version" | "--version" | "-v") => {
+                println!("cairn v{}", env!("CARGO_PKG_VERSION"));
+                ExitCode::SUCCESS
+            }
+            Some("help" | "-h" | "-help" | "--help") | None => {
+                print!("{}", usage());
+                if args.is_empty() {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Some(command) => match cairn::cli::run(command, &args[1..]) {
+                Some(Ok(output)) => {
+                    print!("{output}");
+                    ExitCode::SUCCESS
+                }
+                Some(Err(message)) => {
+                    eprintln!("{message}");
+                    ExitCode::from(1)
+                }
+                None => {
+                    eprintln!("cairn: unknown command {command:?}\n\n{}", usage());
+                    ExitCode::from(1)
+                }
+            },
+        }
+    }
+
+    fn agent(args: &[String]) -> ExitCode {
+        let config = match config::load_agent_config(args, &cairn::io::hostname()) {
+            Ok(config) => config,
+            Err(ConfigError::Help(text)) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("==> {e}");
+                return ExitCode::from(1);
+            }
+        };
+        init_logging(config.log_level);
+        for key in &config.ignored_keys {
+            tracing::warn!("config key not implemented by cairn, ignored: {key}");
+        }
+        let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("==> cannot start the runtime: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        match runtime.block_on(run_agent(config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("==> {e}");
+                ExitCode::from(1)
+            }
+        }
+    }
+
+    async fn run_agent(config: AgentConfig) -> Result<(), String> {
+        let raft_dir = config.data_dir.as_ref().map(|dir| dir.join("raft"));
+        let disk: Arc<dyn Disk> = match (&raft_dir, config.dev) {
+            (_, true) => Arc::new(MemDisk::default()),
+            (Some(dir), false) => Arc::new(FileDisk::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?),
+            (None, false) => unreachable!("config validation requires data_dir unless -dev"),
+        };
+        let node = cairn::node::start(&config, disk).await.map_err(|e| match (e, &raft_dir) {
+            (cairn::node::StartError::Disk(e @ DiskError::Corrupt { .. }), Some(dir)) => format!(
+                "{}: {e}\n    The server refuses to start rather than drop data. Restore this directory from a \
+                 backup, or remove it and let the server rejoin and catch up from the others.",
+                dir.display()
+            ),
+            (e, _) => e.to_string(),
+        })?;
+        println!("==> cairn agent running!");
+        println!("           Node name: '{}'", config.node_name);
+        println!("          Datacenter: '{}'", config.datacenter);
+        println!("              Server: {} (bootstrap: {:?})", config.server, config.bootstrap_expect);
+        println!("         Client Addr: {} (HTTP: {})", config.client_addr, node.http_addr.port());
+        println!("        Cluster Addr: {} (RPC: {})", node.rpc_addr.ip(), node.rpc_addr.port());
+        println!("==> Log data will now stream in as it occurs:");
+        wait_for_shutdown_signal().await;
+        tracing::info!("caught signal, shutting down");
+        node.shutdown().await;
+        Ok(())
+    }
+
+    async fn wait_for_shutdown_signal() {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            biased;
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+
+    fn init_logging(level: LogLevel) {
+        let level = match level {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        };
+        // Our own crate at the chosen level; openraft's chatter only from warn up unless asked.
+        let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,cairn={level}")));
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
+}

@@ -1,0 +1,116 @@
+//! The messages servers exchange.
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::raft::{NodeId, ServerInfo, TypeConfig};
+use crate::state::{Command, Outcome};
+
+/// A request on the server port.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A client write that reached a follower, forwarded to the leader.
+    Write(Command),
+    /// A follower asks the leader for a read index: the leader confirms with a quorum that it
+    /// still leads and answers with its commit index; the follower serves the read once it has
+    /// applied that far.
+    ReadIndex,
+    /// What a server knows about the cluster (used to bootstrap safely).
+    Status,
+    /// An HTTP API request a client agent forwards to a server (clients hold no state).
+    Http(ForwardedHttp),
+}
+
+impl Request {
+    /// The request's name, for errors and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::AppendEntries(_) => "AppendEntries",
+            Request::Vote(_) => "Vote",
+            Request::InstallSnapshot(_) => "InstallSnapshot",
+            Request::Write(_) => "Write",
+            Request::ReadIndex => "ReadIndex",
+            Request::Status => "Status",
+            Request::Http(_) => "Http",
+        }
+    }
+}
+
+/// The answer to a [`Request`], variant for variant.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Write(Result<WriteReply, LeaderError>),
+    ReadIndex(Result<u64, LeaderError>),
+    Status(ServerStatus),
+    Http(ForwardedHttp),
+}
+
+/// An HTTP request or response carried over the server RPC port. Only what the API needs:
+/// method or status, path and query, the headers that matter, the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardedHttp {
+    /// The method of a request (`GET`, ...) or the status code of a response (`200`, ...).
+    pub head: String,
+    /// Path and query of a request; empty in a response.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A committed write: what it did and the log index it was applied at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteReply {
+    pub outcome: Outcome,
+    pub index: u64,
+}
+
+/// Why a server that was asked to act as leader did not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum LeaderError {
+    /// Not the leader; the leader it knows of, if any.
+    #[error("not the leader")]
+    NotLeader { leader: Option<ServerInfo> },
+    /// It was the leader but could not finish in time (lost quorum?). A write may or may not have
+    /// been applied.
+    #[error("timed out waiting for the cluster")]
+    Timeout,
+    /// Raft stopped on this server (shutting down, or a storage failure).
+    #[error("raft stopped: {0}")]
+    Stopped(String),
+}
+
+/// A server's view, for bootstrapping: has it a Raft configuration, and who leads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub server: ServerInfo,
+    pub initialized: bool,
+    pub leader: Option<ServerInfo>,
+}
+
+/// The LAN join exchange (port 8301, TCP) that lets servers find each other before gossip exists:
+/// each side tells the other every server it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub datacenter: String,
+    pub from: ServerInfo,
+    pub known: Vec<ServerInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JoinResponse {
+    Known(Vec<ServerInfo>),
+    /// The peer is in another datacenter; LAN pools never mix datacenters.
+    WrongDatacenter {
+        theirs: String,
+    },
+}
