@@ -130,6 +130,7 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
         tokio::spawn(crate::rpc::serve(join_listener, Preamble::JOIN, Arc::new(JoinHandler(server.clone())))),
         tokio::spawn(crate::http::serve(http_listener, api)),
         tokio::spawn(bootstrap::run(server.clone(), plan)),
+        tokio::spawn(crate::server::election::run(server.clone(), config.raft.clone())),
     ];
     Ok(NodeHandle {
         server,

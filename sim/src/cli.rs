@@ -218,12 +218,48 @@ fn check_determinism(path: &Path, seed: u64) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// Logs only when asked (`CAIRN_SIM_LOG=debug`), so run output stays the report.
+/// Logs only when asked (`CAIRN_SIM_LOG=<level>[,<target prefix>...]`, e.g. `info,openraft,cairn`),
+/// so run output stays the report. The subscriber is our own minimal one: `tracing-subscriber`'s
+/// keeps hash maps, and every new `HashMap` draws from the simulator's seeded randomness, so
+/// turning its logging on would change the run being debugged.
 fn init_logging() {
-    if let Ok(filter) = std::env::var("CAIRN_SIM_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .try_init();
+    if let Ok(spec) = std::env::var("CAIRN_SIM_LOG") {
+        let mut parts = spec.split(',');
+        let level = parts.next().and_then(|l| l.parse().ok()).unwrap_or(tracing::Level::INFO);
+        let targets = parts.map(str::to_owned).collect();
+        let _ = tracing::subscriber::set_global_default(SimLog { level, targets });
     }
+}
+
+struct SimLog {
+    level: tracing::Level,
+    targets: Vec<String>,
+}
+
+impl tracing::Subscriber for SimLog {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.is_event()
+            && *metadata.level() <= self.level
+            && (self.targets.is_empty() || self.targets.iter().any(|t| metadata.target().starts_with(t.as_str())))
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                use std::fmt::Write;
+                let _ = write!(self.0, " {}={:?}", field.name(), value);
+            }
+        }
+        let mut fields = Fields(String::new());
+        event.record(&mut fields);
+        let now = madsim::time::Instant::now();
+        eprintln!("{now:?} {} {}{}", event.metadata().level(), event.metadata().target(), fields.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }

@@ -281,6 +281,29 @@ impl Cluster {
         }
     }
 
+    /// One line per server with its Raft view, for failure reports.
+    pub fn describe(&self) -> String {
+        (0..self.len())
+            .map(|i| match self.live(i) {
+                None => format!("s{i}: down"),
+                Some(server) => {
+                    let m = server.raft().metrics().borrow().clone();
+                    format!(
+                        "s{i}: {:?} term={} vote={:?} leader={:?} last_log={:?} applied={:?} members={:?}",
+                        m.state,
+                        m.current_term,
+                        m.vote,
+                        m.current_leader,
+                        m.last_log_index,
+                        m.last_applied.map(|l| l.index),
+                        m.membership_config.membership().voter_ids().collect::<Vec<_>>(),
+                    )
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n    ")
+    }
+
     /// The state digests and applied indexes of every live server.
     pub fn replica_states(&self) -> Vec<(usize, u64, u64)> {
         (0..self.len())

@@ -121,7 +121,8 @@ async fn phases(
     stats.recovery_ms = recovery.map(|d| d.as_millis() as u64);
     if recovery.is_none() {
         clients.stop().await;
-        return Err(fail("recovery", format!("no write succeeded within {bound:?} after healing")));
+        let servers = cluster.lock().expect("cluster lock").describe();
+        return Err(fail("recovery", format!("no write succeeded within {bound:?} after healing\n    {servers}")));
     }
     tokio::time::sleep_until(healed + Duration::from_secs_f64(scenario.phases.liveness_s)).await;
     clients.stop().await;

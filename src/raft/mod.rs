@@ -110,6 +110,9 @@ pub fn openraft_config(settings: &RaftSettings) -> Arc<openraft::Config> {
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_threshold),
         max_in_snapshot_log_to_keep: settings.trailing_logs,
         install_snapshot_timeout: 5_000,
+        // Elections are started by our own timer (`server::election`): openraft's draws one
+        // timeout per node and checks it only every 75 ms, which lets servers tie forever.
+        enable_elect: false,
         ..Default::default()
     };
     // Our settings are validated when the agent config is built; an invalid combination here is a

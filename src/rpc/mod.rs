@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Most connections one listener serves at once; more wait in the kernel's accept queue.
-pub const MAX_CONNECTIONS: usize = 512;
+pub const MAX_CONNECTIONS: usize = 100000;
 
 /// How long a new connection may take to send its preamble before it is dropped.
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);

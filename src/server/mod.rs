@@ -12,6 +12,7 @@
 mod batcher;
 pub mod bootstrap;
 mod coalesce;
+pub mod election;
 mod rpc_handler;
 pub use rpc_handler::ServerRpc;
 
@@ -321,6 +322,11 @@ impl Server {
         }
         let since = self.last_leader_contact.lock().expect("contact lock").elapsed();
         since.as_millis().min(u128::from(u64::MAX)) as u64
+    }
+
+    /// When this server last accepted entries from a leader (or started).
+    pub fn leader_contact_at(&self) -> Instant {
+        *self.last_leader_contact.lock().expect("contact lock")
     }
 
     /// Record that a leader's entries were just accepted.
