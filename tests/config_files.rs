@@ -101,20 +101,12 @@ fn consul_client_file_with_unimplemented_sections_loads() {
     assert_eq!(config.client_addr, "0.0.0.0".parse::<IpAddr>().unwrap());
     assert_eq!(config.retry_join, [join("consul-1.internal", 8301), join("fd00::2", 8301)]);
     assert_eq!(config.retry_interval, Duration::from_secs(15));
+    assert_eq!(config.gossip.encrypt_key.as_ref().map(Vec::len), Some(32));
+    assert!(config.gossip.leave_on_terminate);
     let ignored: Vec<&str> = config.ignored_keys.iter().map(|k| k.rsplit(": ").next().unwrap()).collect();
     assert_eq!(
         ignored,
-        [
-            "acl",
-            "enable_local_script_checks",
-            "encrypt",
-            "leave_on_terminate",
-            "services",
-            "telemetry",
-            "tls",
-            "ports.grpc",
-            "ports.https"
-        ]
+        ["acl", "enable_local_script_checks", "services", "telemetry", "tls", "ports.grpc", "ports.https"]
     );
 }
 
@@ -332,4 +324,52 @@ fn validate_paths_checks_files_and_dirs() {
     let bad = dir.write("bad.json", r#"{"data_dir":"/d","colour":"blue"}"#);
     let err = validate_paths(std::slice::from_ref(&bad), "host-1").unwrap_err();
     assert!(matches!(&err, ConfigError::UnknownKey { path, key_path } if *path == bad && key_path == "colour"));
+}
+
+/// The gossip key is checked when the config loads: a key of the wrong size names its length.
+#[test]
+fn gossip_key_of_the_wrong_length_is_refused() {
+    let dir = TempDir::new("badkey");
+    // base64 of 10 bytes.
+    let file = dir.write("k.json", r#"{"data_dir":"/d","encrypt":"AAAAAAAAAAAAAA=="}"#);
+    let err = load(&[&flag("config-file", &file)]).unwrap_err().to_string();
+    assert!(err.contains("encrypt") && err.contains("10 bytes"), "{err}");
+    let err = load(&[&"-data-dir=/d", &"-encrypt=not base64!"]).unwrap_err().to_string();
+    assert!(err.contains("encrypt") && err.contains("base64"), "{err}");
+    let ok = load(&[&"-data-dir=/d", &"-encrypt=pUqJrVyVRj5jsiYEkM/tFQ=="]).unwrap();
+    assert_eq!(ok.gossip.encrypt_key.map(|k| k.len()), Some(16));
+}
+
+/// Leaving on signals defaults by role, as Consul: servers stay in Raft when stopped, clients leave.
+#[test]
+fn leave_defaults_follow_the_role() {
+    let server = load(&[&"-data-dir=/d", &"-server"]).unwrap();
+    assert!(!server.gossip.leave_on_terminate && server.gossip.skip_leave_on_interrupt);
+    let client = load(&[&"-data-dir=/d"]).unwrap();
+    assert!(client.gossip.leave_on_terminate && !client.gossip.skip_leave_on_interrupt);
+    assert_eq!(client.gossip.reconnect_timeout, Duration::from_secs(72 * 3600));
+}
+
+/// `autopilot` and `reconnect_timeout` load from files, with Consul's lower bound on the latter.
+#[test]
+fn autopilot_and_reconnect_timeout_load_from_files() {
+    let dir = TempDir::new("autopilot");
+    let file = dir.write(
+        "a.json",
+        r#"{"data_dir":"/d","reconnect_timeout":"8h","autopilot":{"cleanup_dead_servers":false,
+            "server_stabilization_time":"3s","dead_server_cleanup_after":"1m","redundancy_zone_tag":"az"}}"#,
+    );
+    let config = load(&[&flag("config-file", &file)]).unwrap();
+    assert!(!config.autopilot.cleanup_dead_servers);
+    assert_eq!(config.autopilot.server_stabilization_time, Duration::from_secs(3));
+    assert_eq!(config.autopilot.dead_server_cleanup_after, Duration::from_secs(60));
+    assert_eq!(config.gossip.reconnect_timeout, Duration::from_secs(8 * 3600));
+    assert!(config.ignored_keys.iter().any(|k| k.ends_with("autopilot.redundancy_zone_tag")));
+
+    let short = dir.write("b.json", r#"{"data_dir":"/d","reconnect_timeout":"1h"}"#);
+    let err = load(&[&flag("config-file", &short)]).unwrap_err().to_string();
+    assert!(err.contains("reconnect_timeout") && err.contains("8h"), "{err}");
+    let typo = dir.write("c.json", r#"{"data_dir":"/d","autopilot":{"cleanup_dead_server":true}}"#);
+    let err = load(&[&flag("config-file", &typo)]).unwrap_err().to_string();
+    assert!(err.contains("autopilot.cleanup_dead_server"), "{err}");
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::layer::{object_only, Layer, PerformanceLayer, PortsLayer};
+use super::layer::{object_only, AutopilotLayer, Layer, PerformanceLayer, PortsLayer};
 use super::ConfigError;
 
 /// Config files are a few kilobytes; a bigger one is a mistake (a log or a binary named `.json`).
@@ -43,10 +43,6 @@ pub const IGNORED_TOP_LEVEL_KEYS: &[&str] = &[
     "acl_token",
     "acl_ttl",
     "enable_acl_replication",
-    "encrypt",
-    "encrypt_verify_incoming",
-    "encrypt_verify_outgoing",
-    "disable_keyring_file",
     // TLS, in the `tls` stanza and in its deprecated top-level spellings.
     "tls",
     "auto_encrypt",
@@ -110,7 +106,6 @@ pub const IGNORED_TOP_LEVEL_KEYS: &[&str] = &[
     "node_meta",
     "gossip_lan",
     "gossip_wan",
-    "reconnect_timeout",
     "reconnect_timeout_wan",
     "disable_coordinates",
     "disable_host_node_id",
@@ -123,7 +118,6 @@ pub const IGNORED_TOP_LEVEL_KEYS: &[&str] = &[
     "peering",
     "connect",
     "config_entries",
-    "autopilot",
     "protocol",
     "raft_protocol",
     "raft_snapshot_interval",
@@ -132,8 +126,6 @@ pub const IGNORED_TOP_LEVEL_KEYS: &[&str] = &[
     "session_ttl_min",
     "enable_central_service_config",
     // Agent lifecycle and housekeeping.
-    "leave_on_terminate",
-    "skip_leave_on_interrupt",
     "rejoin_after_leave",
     "auto_reload_config",
     "disable_update_check",
@@ -170,6 +162,10 @@ pub const IGNORED_PORTS_KEYS: &[&str] = &[
     "expose_min_port",
     "expose_max_port",
 ];
+
+/// Keys inside `autopilot` that Consul knows and cairn does not implement (Enterprise features).
+pub const IGNORED_AUTOPILOT_KEYS: &[&str] =
+    &["redundancy_zone_tag", "disable_upgrade_migration", "upgrade_version_tag"];
 
 /// Keys inside `performance` that Consul knows and cairn does not implement yet.
 pub const IGNORED_PERFORMANCE_KEYS: &[&str] = &["leave_drain_time", "rpc_hold_timeout"];
@@ -269,6 +265,7 @@ fn check_keys(path: &Path, document: &Map<String, Value>) -> Result<Vec<String>,
     let nested = [
         ("ports", Section { known: struct_fields::<PortsLayer>(), ignored: IGNORED_PORTS_KEYS }),
         ("performance", Section { known: struct_fields::<PerformanceLayer>(), ignored: IGNORED_PERFORMANCE_KEYS }),
+        ("autopilot", Section { known: struct_fields::<AutopilotLayer>(), ignored: IGNORED_AUTOPILOT_KEYS }),
     ];
     let mut ignored = Vec::new();
     check_section(path, "", document, &top, &mut ignored)?;
@@ -402,11 +399,8 @@ mod tests {
     /// Known-but-unimplemented Consul keys are accepted and reported with the file they came from.
     #[test]
     fn ignored_keys_are_reported_with_their_file() {
-        let layer = parse_str(r#"{"ui_config":{"enabled":true},"ports":{"grpc":8502},"encrypt":"x"}"#).unwrap();
-        assert_eq!(
-            layer.ignored_keys,
-            ["conf.d/a.json: encrypt", "conf.d/a.json: ui_config", "conf.d/a.json: ports.grpc"]
-        );
+        let layer = parse_str(r#"{"ui_config":{"enabled":true},"ports":{"grpc":8502},"acl":{}}"#).unwrap();
+        assert_eq!(layer.ignored_keys, ["conf.d/a.json: acl", "conf.d/a.json: ui_config", "conf.d/a.json: ports.grpc"]);
     }
 
     /// An unknown top-level key is an error naming the file and the key.

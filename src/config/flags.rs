@@ -144,6 +144,16 @@ const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        name: "encrypt",
+        arg: Arg::Value("KEY"),
+        help: "Gossip encryption key: base64 of 16, 24 or 32 bytes (`cairn keygen` makes one). Seeds the keyring \
+               on first start.",
+        set: |inv, _, raw| {
+            inv.layer.encrypt = Some(raw.to_owned());
+            Ok(())
+        },
+    },
+    Flag {
         name: "http-port",
         arg: Arg::Value("PORT"),
         help: "HTTP API port. Default 8500.",

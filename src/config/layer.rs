@@ -39,6 +39,17 @@ pub(crate) struct Layer {
     pub raft_trailing_logs: Option<u64>,
     #[serde(deserialize_with = "object_only")]
     pub performance: PerformanceLayer,
+    /// Base64 gossip key; decoded and checked in `validate`.
+    pub encrypt: Option<String>,
+    pub encrypt_verify_incoming: Option<bool>,
+    pub encrypt_verify_outgoing: Option<bool>,
+    pub disable_keyring_file: Option<bool>,
+    #[serde(deserialize_with = "duration::deserialize_optional")]
+    pub reconnect_timeout: Option<Duration>,
+    pub leave_on_terminate: Option<bool>,
+    pub skip_leave_on_interrupt: Option<bool>,
+    #[serde(deserialize_with = "object_only")]
+    pub autopilot: AutopilotLayer,
     /// Known-but-unimplemented Consul keys this source set, as `"<file>: <key>"`.
     #[serde(skip)]
     pub ignored_keys: Vec<String>,
@@ -60,6 +71,21 @@ pub(crate) struct PortsLayer {
 #[serde(default)]
 pub(crate) struct PerformanceLayer {
     pub raft_multiplier: Option<u32>,
+}
+
+/// `autopilot { ... }`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub(crate) struct AutopilotLayer {
+    pub cleanup_dead_servers: Option<bool>,
+    #[serde(deserialize_with = "duration::deserialize_optional")]
+    pub last_contact_threshold: Option<Duration>,
+    pub max_trailing_logs: Option<u64>,
+    pub min_quorum: Option<u32>,
+    #[serde(deserialize_with = "duration::deserialize_optional")]
+    pub server_stabilization_time: Option<Duration>,
+    #[serde(deserialize_with = "duration::deserialize_optional")]
+    pub dead_server_cleanup_after: Option<Duration>,
 }
 
 impl Layer {
@@ -84,7 +110,26 @@ impl Layer {
         set(&mut self.raft_snapshot_threshold, later.raft_snapshot_threshold);
         set(&mut self.raft_trailing_logs, later.raft_trailing_logs);
         set(&mut self.performance.raft_multiplier, later.performance.raft_multiplier);
+        set(&mut self.encrypt, later.encrypt);
+        set(&mut self.encrypt_verify_incoming, later.encrypt_verify_incoming);
+        set(&mut self.encrypt_verify_outgoing, later.encrypt_verify_outgoing);
+        set(&mut self.disable_keyring_file, later.disable_keyring_file);
+        set(&mut self.reconnect_timeout, later.reconnect_timeout);
+        set(&mut self.leave_on_terminate, later.leave_on_terminate);
+        set(&mut self.skip_leave_on_interrupt, later.skip_leave_on_interrupt);
+        self.autopilot.merge(later.autopilot);
         self.ignored_keys.extend(later.ignored_keys);
+    }
+}
+
+impl AutopilotLayer {
+    fn merge(&mut self, later: AutopilotLayer) {
+        set(&mut self.cleanup_dead_servers, later.cleanup_dead_servers);
+        set(&mut self.last_contact_threshold, later.last_contact_threshold);
+        set(&mut self.max_trailing_logs, later.max_trailing_logs);
+        set(&mut self.min_quorum, later.min_quorum);
+        set(&mut self.server_stabilization_time, later.server_stabilization_time);
+        set(&mut self.dead_server_cleanup_after, later.dead_server_cleanup_after);
     }
 }
 

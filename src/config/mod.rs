@@ -26,8 +26,13 @@ use std::time::Duration;
 
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
-pub use file::{CONFIG_FILE_BYTES_MAX, IGNORED_PERFORMANCE_KEYS, IGNORED_PORTS_KEYS, IGNORED_TOP_LEVEL_KEYS};
-pub use validate::{DEFAULT_DATACENTER, DEFAULT_RETRY_INTERVAL, DEV_RETRY_INTERVAL, RAFT_MULTIPLIER_MAX};
+pub use file::{
+    CONFIG_FILE_BYTES_MAX, IGNORED_AUTOPILOT_KEYS, IGNORED_PERFORMANCE_KEYS, IGNORED_PORTS_KEYS, IGNORED_TOP_LEVEL_KEYS,
+};
+pub use validate::{
+    decode_gossip_key, DEFAULT_DATACENTER, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_RETRY_INTERVAL, DEV_RETRY_INTERVAL,
+    MIN_RECONNECT_TIMEOUT, RAFT_MULTIPLIER_MAX,
+};
 pub use values::DEFAULT_JOIN_PORT;
 
 use layer::Layer;
@@ -113,9 +118,71 @@ pub struct AgentConfig {
     /// `-log-level`, `log_level`: trace, debug, info, warn, error.
     pub log_level: LogLevel,
     pub raft: RaftSettings,
+    pub gossip: GossipSettings,
+    pub autopilot: AutopilotSettings,
     /// Config keys that Consul knows and cairn does not implement yet: accepted and ignored, each
     /// with the file it came from, so the agent can warn about them at start.
     pub ignored_keys: Vec<String>,
+}
+
+/// LAN gossip: encryption and how long departed members are remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipSettings {
+    /// `-encrypt`, `encrypt`: the gossip encryption key (16, 24 or 32 bytes; base64 in files and
+    /// flags). It seeds the keyring on first start; afterwards the keyring file in the data
+    /// directory (changed by `cairn keyring`) is what counts, as in Consul.
+    pub encrypt_key: Option<Vec<u8>>,
+    /// `encrypt_verify_incoming`: drop unencrypted packets. Default true; false only while rolling
+    /// encryption out to a running cluster.
+    pub verify_incoming: bool,
+    /// `encrypt_verify_outgoing`: encrypt what is sent. Default true; as above.
+    pub verify_outgoing: bool,
+    /// `disable_keyring_file`: keep the keyring in memory only.
+    pub disable_keyring_file: bool,
+    /// `reconnect_timeout`: a failed member is forgotten after this long. Default 72 h, at least
+    /// 8 h (Consul's limits).
+    pub reconnect_timeout: Duration,
+    /// `leave_on_terminate`: leave gracefully on SIGTERM. Default false for servers (a server that
+    /// leaves is removed from Raft), true for clients, as Consul.
+    pub leave_on_terminate: bool,
+    /// `skip_leave_on_interrupt`: exit without leaving on SIGINT. Default true for servers, false
+    /// for clients, as Consul.
+    pub skip_leave_on_interrupt: bool,
+}
+
+/// `autopilot { ... }`: how the Raft configuration follows gossip on the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutopilotSettings {
+    /// `cleanup_dead_servers`: remove failed servers from Raft (keeping quorum). Default true.
+    pub cleanup_dead_servers: bool,
+    /// `last_contact_threshold`: a server not heard from by the leader for longer is unhealthy
+    /// and is not promoted. Default 200 ms.
+    pub last_contact_threshold: Duration,
+    /// `max_trailing_logs`: a learner this many entries behind or fewer counts as caught up.
+    /// Default 250.
+    pub max_trailing_logs: u64,
+    /// `min_quorum`: never remove dead servers below this many voters. Default 0 (no floor
+    /// beyond keeping quorum).
+    pub min_quorum: u32,
+    /// `server_stabilization_time`: a new server must stay healthy this long before it votes.
+    /// Default 10 s.
+    pub server_stabilization_time: Duration,
+    /// `dead_server_cleanup_after` (cairn's): how long a server must have been failed in gossip
+    /// before it is removed from Raft. Default 30 s, so a restart does not cost a membership change.
+    pub dead_server_cleanup_after: Duration,
+}
+
+impl Default for AutopilotSettings {
+    fn default() -> Self {
+        AutopilotSettings {
+            cleanup_dead_servers: true,
+            last_contact_threshold: Duration::from_millis(200),
+            max_trailing_logs: 250,
+            min_quorum: 0,
+            server_stabilization_time: Duration::from_secs(10),
+            dead_server_cleanup_after: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Where each listener binds. Consul's defaults.

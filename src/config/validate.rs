@@ -4,7 +4,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::layer::Layer;
-use super::{AgentConfig, ConfigError, Ports, RaftSettings};
+use super::{AgentConfig, AutopilotSettings, ConfigError, GossipSettings, Ports, RaftSettings};
+
+/// Consul's default and minimum `reconnect_timeout`.
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
+pub const MIN_RECONNECT_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
 
 /// Consul's default datacenter name.
 pub const DEFAULT_DATACENTER: &str = "dc1";
@@ -34,7 +38,9 @@ pub(crate) fn dev_defaults() -> Layer {
 /// to `bootstrap_expect = Some(1)`, so later code looks at one field.
 pub(crate) fn build(merged: Layer, dev: bool, hostname: &str) -> Result<AgentConfig, ConfigError> {
     let raft = raft_settings(&merged)?;
-    let mut config = resolve(merged, dev, hostname, raft);
+    let gossip = gossip_settings(&merged)?;
+    let autopilot = autopilot_settings(&merged)?;
+    let mut config = resolve(merged, dev, hostname, raft, gossip, autopilot);
     validate_identity(&config)?;
     validate_roles(&config)?;
     validate_ports(&config.ports)?;
@@ -48,7 +54,14 @@ pub(crate) fn build(merged: Layer, dev: bool, hostname: &str) -> Result<AgentCon
     Ok(config)
 }
 
-fn resolve(merged: Layer, dev: bool, hostname: &str, raft: RaftSettings) -> AgentConfig {
+fn resolve(
+    merged: Layer,
+    dev: bool,
+    hostname: &str,
+    raft: RaftSettings,
+    gossip: GossipSettings,
+    autopilot: AutopilotSettings,
+) -> AgentConfig {
     let defaults = Ports::default();
     let mut retry_join = merged.retry_join;
     retry_join.extend(merged.start_join);
@@ -77,8 +90,61 @@ fn resolve(merged: Layer, dev: bool, hostname: &str, raft: RaftSettings) -> Agen
         },
         log_level: merged.log_level.unwrap_or_default(),
         raft,
+        gossip,
+        autopilot,
         ignored_keys: merged.ignored_keys,
     }
+}
+
+/// The gossip key decoded and checked, and the leave defaults by role.
+fn gossip_settings(merged: &Layer) -> Result<GossipSettings, ConfigError> {
+    let encrypt_key = match &merged.encrypt {
+        None => None,
+        Some(text) => Some(decode_gossip_key(text).map_err(|why| ConfigError::invalid("encrypt", why))?),
+    };
+    let reconnect_timeout = merged.reconnect_timeout.unwrap_or(DEFAULT_RECONNECT_TIMEOUT);
+    if reconnect_timeout < MIN_RECONNECT_TIMEOUT {
+        return Err(ConfigError::invalid("reconnect_timeout", "must be at least 8h (Consul's minimum)"));
+    }
+    let server = merged.server.unwrap_or(false);
+    Ok(GossipSettings {
+        encrypt_key,
+        verify_incoming: merged.encrypt_verify_incoming.unwrap_or(true),
+        verify_outgoing: merged.encrypt_verify_outgoing.unwrap_or(true),
+        disable_keyring_file: merged.disable_keyring_file.unwrap_or(false),
+        reconnect_timeout,
+        leave_on_terminate: merged.leave_on_terminate.unwrap_or(!server),
+        skip_leave_on_interrupt: merged.skip_leave_on_interrupt.unwrap_or(server),
+    })
+}
+
+/// A gossip key as `cairn keygen` prints it: base64 of 16, 24 or 32 bytes (AES-128/192/256).
+pub fn decode_gossip_key(text: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("is not valid base64 ({e}); generate a key with `cairn keygen`"))?;
+    match bytes.len() {
+        16 | 24 | 32 => Ok(bytes),
+        n => Err(format!("decodes to {n} bytes; a key must be 16, 24 or 32 bytes (`cairn keygen` makes one)")),
+    }
+}
+
+fn autopilot_settings(merged: &Layer) -> Result<AutopilotSettings, ConfigError> {
+    let base = AutopilotSettings::default();
+    let a = &merged.autopilot;
+    let settings = AutopilotSettings {
+        cleanup_dead_servers: a.cleanup_dead_servers.unwrap_or(base.cleanup_dead_servers),
+        last_contact_threshold: a.last_contact_threshold.unwrap_or(base.last_contact_threshold),
+        max_trailing_logs: a.max_trailing_logs.unwrap_or(base.max_trailing_logs),
+        min_quorum: a.min_quorum.unwrap_or(base.min_quorum),
+        server_stabilization_time: a.server_stabilization_time.unwrap_or(base.server_stabilization_time),
+        dead_server_cleanup_after: a.dead_server_cleanup_after.unwrap_or(base.dead_server_cleanup_after),
+    };
+    if settings.last_contact_threshold.is_zero() {
+        return Err(ConfigError::invalid("autopilot.last_contact_threshold", "must be longer than zero"));
+    }
+    Ok(settings)
 }
 
 /// The base timings scaled by `performance.raft_multiplier`, and the log retention settings.
