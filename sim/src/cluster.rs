@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cairn::config::{AgentConfig, JoinAddress, LogLevel, Ports, RaftSettings};
+use cairn::config::{AgentConfig, AutopilotSettings, GossipSettings, JoinAddress, LogLevel, Ports, RaftSettings};
 use cairn::raft::{Metrics, ServerState};
 use cairn::server::Server;
 use cairn::storage::MemDisk;
@@ -114,6 +114,16 @@ fn agent_config(scenario: &Scenario, index: usize) -> AgentConfig {
         ports: Ports::default(),
         log_level: LogLevel::Info,
         raft,
+        gossip: GossipSettings {
+            encrypt_key: None,
+            verify_incoming: true,
+            verify_outgoing: true,
+            disable_keyring_file: false,
+            reconnect_timeout: cairn::config::DEFAULT_RECONNECT_TIMEOUT,
+            leave_on_terminate: false,
+            skip_leave_on_interrupt: true,
+        },
+        autopilot: AutopilotSettings::default(),
         ignored_keys: vec![],
     }
 }
