@@ -17,11 +17,15 @@ use super::wire::{self, Preamble, RpcError};
 /// Idle connections kept per peer; more are closed after use.
 const MAX_IDLE_PER_PEER: usize = 8;
 
+/// An idle connection older than this is not reused: the server closes connections idle for
+/// [`super::IDLE_TIMEOUT`], and a request sent as it does so would be lost in an unknown state.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
+
 /// A cheap-to-clone RPC client for one protocol.
 #[derive(Debug, Clone)]
 pub struct RpcClient {
     preamble: Preamble,
-    idle: Arc<Mutex<BTreeMap<SocketAddr, Vec<TcpStream>>>>,
+    idle: Arc<Mutex<BTreeMap<SocketAddr, Vec<(TcpStream, tokio::time::Instant)>>>>,
 }
 
 impl RpcClient {
@@ -68,8 +72,8 @@ impl RpcClient {
     fn take_idle(&self, peer: SocketAddr) -> Option<TcpStream> {
         let mut idle = self.idle.lock().expect("rpc pool lock");
         let conns = idle.get_mut(&peer)?;
-        while let Some(mut stream) = conns.pop() {
-            if !peer_closed(&mut stream) {
+        while let Some((mut stream, since)) = conns.pop() {
+            if since.elapsed() < MAX_IDLE_AGE && !peer_closed(&mut stream) {
                 return Some(stream);
             }
         }
@@ -80,7 +84,7 @@ impl RpcClient {
         let mut idle = self.idle.lock().expect("rpc pool lock");
         let conns = idle.entry(peer).or_default();
         if conns.len() < MAX_IDLE_PER_PEER {
-            conns.push(stream);
+            conns.push((stream, tokio::time::Instant::now()));
         }
     }
 
@@ -122,7 +126,7 @@ mod tests {
         // The FIN takes a moment to arrive; until it does the connection still looks open.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
-            let mut stream = client.idle.lock().unwrap().get_mut(&addr).and_then(Vec::pop).unwrap();
+            let (mut stream, _) = client.idle.lock().unwrap().get_mut(&addr).and_then(Vec::pop).unwrap();
             if peer_closed(&mut stream) {
                 client.put_idle(addr, stream);
                 assert!(client.take_idle(addr).is_none(), "a closed connection must not be handed out");

@@ -28,6 +28,12 @@ pub const MAX_CONNECTIONS: usize = 100000;
 /// How long a new connection may take to send its preamble before it is dropped.
 const PREAMBLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A connection with no request for this long is closed. A peer whose host died (or whose
+/// goodbye was lost) never closes its end, and each such half-open connection would hold one of
+/// the [`MAX_CONNECTIONS`] slots forever. Live peers are unaffected: Raft traffic flows every
+/// heartbeat, and the client pool does not reuse connections idle for half this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Something that answers requests of type `Req` with `Resp`.
 pub trait Handler<Req, Resp>: Send + Sync + 'static {
     fn handle(&self, request: Req) -> impl Future<Output = Resp> + Send;
@@ -41,10 +47,24 @@ where
     Resp: Serialize + Send + Sync + 'static,
     H: Handler<Req, Resp>,
 {
+    serve_with_idle_timeout(listener, preamble, handler, IDLE_TIMEOUT).await
+}
+
+/// [`serve`], closing connections idle for `idle_timeout`.
+pub async fn serve_with_idle_timeout<Req, Resp, H>(
+    listener: TcpListener,
+    preamble: Preamble,
+    handler: Arc<H>,
+    idle_timeout: Duration,
+) where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + Sync + 'static,
+    H: Handler<Req, Resp>,
+{
     crate::io::accept_loop(listener, MAX_CONNECTIONS, "rpc", |stream, peer| {
         let handler = handler.clone();
         async move {
-            if let Err(e) = serve_connection::<Req, Resp, H>(stream, preamble, &*handler).await {
+            if let Err(e) = serve_connection::<Req, Resp, H>(stream, preamble, &*handler, idle_timeout).await {
                 tracing::debug!(%peer, error = %e, "rpc connection closed");
             }
         }
@@ -52,7 +72,12 @@ where
     .await
 }
 
-async fn serve_connection<Req, Resp, H>(mut stream: TcpStream, preamble: Preamble, handler: &H) -> Result<(), RpcError>
+async fn serve_connection<Req, Resp, H>(
+    mut stream: TcpStream,
+    preamble: Preamble,
+    handler: &H,
+    idle_timeout: Duration,
+) -> Result<(), RpcError>
 where
     Req: DeserializeOwned,
     Resp: Serialize,
@@ -62,12 +87,47 @@ where
         .await
         .map_err(|_| RpcError::Timeout)??;
     loop {
-        let request: Req = match wire::read_frame(&mut stream).await {
-            Ok(request) => request,
-            Err(RpcError::Closed) => return Ok(()),
-            Err(e) => return Err(e),
+        let request: Req = match crate::io::timeout(idle_timeout, wire::read_frame(&mut stream)).await {
+            Err(_) => return Ok(()), // idle for too long: see IDLE_TIMEOUT
+            Ok(Ok(request)) => request,
+            Ok(Err(RpcError::Closed)) => return Ok(()),
+            Ok(Err(e)) => return Err(e),
         };
         let response = handler.handle(request).await;
         wire::write_frame(&mut stream, &response).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    struct Echo;
+
+    impl Handler<u32, u32> for Echo {
+        async fn handle(&self, request: u32) -> u32 {
+            request + 1
+        }
+    }
+
+    /// A connection that answered requests and then went quiet is closed by the server after the
+    /// idle timeout, so a peer that vanished cannot hold a connection slot forever.
+    #[tokio::test]
+    async fn idle_connections_are_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let idle = Duration::from_millis(200);
+        tokio::spawn(serve_with_idle_timeout::<u32, u32, Echo>(listener, Preamble::SERVER, Arc::new(Echo), idle));
+
+        let client = RpcClient::new(Preamble::SERVER);
+        let answer: u32 = client.call(addr, &41u32, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(answer, 42, "a live connection is served");
+
+        let mut quiet = TcpStream::connect(addr).await.unwrap();
+        wire::send_preamble(&mut quiet, Preamble::SERVER).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = crate::io::timeout(Duration::from_secs(10), quiet.read(&mut byte)).await;
+        assert!(matches!(read, Ok(Ok(0))), "the server should close an idle connection, got {read:?}");
     }
 }
