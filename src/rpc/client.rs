@@ -21,11 +21,14 @@ const MAX_IDLE_PER_PEER: usize = 8;
 /// [`super::IDLE_TIMEOUT`], and a request sent as it does so would be lost in an unknown state.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 
+/// A pooled connection and when it went idle.
+type IdleConnection = (TcpStream, tokio::time::Instant);
+
 /// A cheap-to-clone RPC client for one protocol.
 #[derive(Debug, Clone)]
 pub struct RpcClient {
     preamble: Preamble,
-    idle: Arc<Mutex<BTreeMap<SocketAddr, Vec<(TcpStream, tokio::time::Instant)>>>>,
+    idle: Arc<Mutex<BTreeMap<SocketAddr, Vec<IdleConnection>>>>,
 }
 
 impl RpcClient {
