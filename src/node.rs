@@ -13,7 +13,7 @@ use crate::agent::{Agent, Backend};
 use crate::config::AgentConfig;
 use crate::gossip::Membership;
 use crate::raft::log_store::LogStore;
-use crate::raft::network::Network;
+use crate::raft::network::{ElectionFeedback, Network};
 use crate::raft::snapshot_store::SnapshotStore;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{openraft_config, raft_id_from_node_id, Raft, ServerInfo};
@@ -93,7 +93,9 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
     let state = state_machine.handle();
     let rpc = RpcClient::new(Preamble::SERVER);
     let raft_id = raft_id_from_node_id(&node_id);
-    let raft = Raft::new(raft_id, openraft_config(&config.raft), Network::new(rpc.clone()), log_store, state_machine)
+    let feedback = Arc::new(ElectionFeedback::default());
+    let network = Network::new(rpc.clone(), feedback.clone());
+    let raft = Raft::new(raft_id, openraft_config(&config.raft), network, log_store, state_machine)
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
     let server = Arc::new(Server::new(
@@ -130,7 +132,7 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
         tokio::spawn(crate::rpc::serve(join_listener, Preamble::JOIN, Arc::new(JoinHandler(server.clone())))),
         tokio::spawn(crate::http::serve(http_listener, api)),
         tokio::spawn(bootstrap::run(server.clone(), plan)),
-        tokio::spawn(crate::server::election::run(server.clone(), config.raft.clone())),
+        tokio::spawn(crate::server::election::run(server.clone(), config.raft.clone(), feedback)),
     ];
     Ok(NodeHandle {
         server,

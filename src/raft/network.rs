@@ -9,18 +9,40 @@ use openraft::raft::{
     VoteResponse,
 };
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use super::{NodeId, ServerInfo, TypeConfig};
 use crate::rpc::{Request, Response, RpcClient, RpcError};
+
+/// What vote answers taught this server, for the election timer (`server::election`).
+#[derive(Debug, Default)]
+pub struct ElectionFeedback {
+    greater_log_seen: AtomicBool,
+}
+
+impl ElectionFeedback {
+    /// A voter refused us because its log is longer than ours.
+    fn note_greater_log(&self) {
+        self.greater_log_seen.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a longer log was seen since the last call.
+    pub fn take_greater_log_seen(&self) -> bool {
+        self.greater_log_seen.swap(false, Ordering::Relaxed)
+    }
+}
 
 /// Builds one [`PeerNetwork`] per replication stream or vote; they share the connection pool.
 #[derive(Debug, Clone)]
 pub struct Network {
     rpc: RpcClient,
+    feedback: Arc<ElectionFeedback>,
 }
 
 impl Network {
-    pub fn new(rpc: RpcClient) -> Self {
-        Network { rpc }
+    pub fn new(rpc: RpcClient, feedback: Arc<ElectionFeedback>) -> Self {
+        Network { rpc, feedback }
     }
 }
 
@@ -28,7 +50,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerNetwork;
 
     async fn new_client(&mut self, target: NodeId, node: &ServerInfo) -> PeerNetwork {
-        PeerNetwork { target, node: node.clone(), rpc: self.rpc.clone() }
+        PeerNetwork { target, node: node.clone(), rpc: self.rpc.clone(), feedback: self.feedback.clone() }
     }
 }
 
@@ -38,6 +60,7 @@ pub struct PeerNetwork {
     target: NodeId,
     node: ServerInfo,
     rpc: RpcClient,
+    feedback: Arc<ElectionFeedback>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, ServerInfo, E>>;
@@ -104,7 +127,14 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        let ours = rpc.last_log_id;
         match self.call(Request::Vote(rpc), &option).await? {
+            Response::Vote(Ok(answer)) => {
+                if !answer.vote_granted && answer.last_log_id > ours {
+                    self.feedback.note_greater_log();
+                }
+                Ok(answer)
+            }
             Response::Vote(result) => result.map_err(|e| self.remote(e)),
             _ => Err(Self::unexpected("Vote")),
         }
