@@ -8,6 +8,9 @@
 //!
 //! Everything that flows out of this module is in the types below; the rest is private.
 
+pub mod identity;
+pub mod wire;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
