@@ -9,6 +9,7 @@
 //! Everything that flows out of this module is in the types below; the rest is private.
 
 pub mod identity;
+pub mod keyring;
 pub mod wire;
 
 use std::collections::BTreeMap;
