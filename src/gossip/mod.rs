@@ -1,15 +1,40 @@
 //! LAN gossip: SWIM membership and failure detection among every agent, server or client.
 //!
 //! The protocol core is `foca` (sans-io SWIM); this module drives it over UDP on the LAN port
-//! (`-serf-lan-port`, 8301), encrypts packets with the keyring when `-encrypt` is set, and keeps
-//! the [`Membership`] view that the rest of the agent reads: servers find each other in it, the
-//! Raft leader reconciles it into the catalog and into the Raft configuration, and
-//! `/v1/agent/members` shows it.
+//! (`-serf-lan-port`, 8301), seals packets with the keyring when `-encrypt` is set, and keeps the
+//! [`Membership`] view that the rest of the agent reads: servers find each other in it, the Raft
+//! leader reconciles it into the catalog and into the Raft configuration, and `/v1/agent/members`
+//! shows it.
 //!
-//! Everything that flows out of this module is in the types below; the rest is private.
+//! Parts, from the wire up:
+//! - [`wire`]: the hand-written, bounded, versioned datagram format and foca's `Codec`
+//!   ([`wire::decode_packet`] / [`wire::encode_packet`] are what `fuzz/` drives);
+//! - [`identity`]: foca's `Identity`, a name, address, metadata and generation;
+//! - [`keyring`]: AES-GCM sealing, the keyring and its `local.keyring` file;
+//! - `broadcast`: our custom broadcasts (leave intents) inside foca's dissemination;
+//! - `view`: the pure membership view (foca state + leave intents + reaping, mapping documented
+//!   there); `health`: Lifeguard-style local health;
+//! - `driver`: the one task that owns `Foca`, fed by a UDP receive task, its own timer queue and
+//!   the commands of the [`Gossip`] handle.
+//!
+//! Everything the rest of the agent uses is in this file; the rest is private or pure.
+
+mod broadcast;
+mod driver;
+mod health;
+pub mod identity;
+pub mod keyring;
+mod view;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use keyring::{GossipKey, KeyError, Keyring, KeyringError};
 
 use serde::{Deserialize, Serialize};
 
@@ -118,5 +143,325 @@ impl Membership {
     /// The servers of `datacenter`, in any status.
     pub fn servers<'a>(&'a self, datacenter: &'a str) -> impl Iterator<Item = &'a Member> + 'a {
         self.iter().filter(move |m| m.meta.role == Role::Server && m.meta.datacenter == datacenter)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running the gossip layer
+
+/// Protocol timing. [`GossipTiming::lan`] is memberlist's LAN profile (Consul's default);
+/// [`GossipTiming::fast`] is for tests on one machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipTiming {
+    /// How often a random member is probed.
+    pub probe_interval: Duration,
+    /// How long to wait for a direct ack before asking others to probe indirectly.
+    pub probe_timeout: Duration,
+    /// How many members are asked to probe indirectly.
+    pub indirect_checks: usize,
+    /// Suspect-to-failed timeout = `suspicion_mult * max(1, log10(n)) * probe_interval`.
+    pub suspicion_mult: u32,
+    /// Each update is sent `retransmit_mult * ceil(log10(n + 1))` times.
+    pub retransmit_mult: u32,
+    /// How often pending updates are gossiped, and to how many members.
+    pub gossip_interval: Duration,
+    pub gossip_nodes: usize,
+    /// How often one random member is asked for its member list (foca's periodic announce; the
+    /// role of memberlist's push-pull sync).
+    pub push_pull_interval: Duration,
+    /// How often two failed members are announced to, so partitions heal by themselves.
+    pub dead_announce_interval: Duration,
+    /// How long [`Gossip::join`] waits for answers.
+    pub join_timeout: Duration,
+    /// How long a member that left stays listed (Serf's tombstone timeout).
+    pub tombstone_timeout: Duration,
+}
+
+impl GossipTiming {
+    /// memberlist's `DefaultLANConfig`, as Consul uses it.
+    pub fn lan() -> Self {
+        GossipTiming {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_checks: 3,
+            suspicion_mult: 4,
+            retransmit_mult: 4,
+            gossip_interval: Duration::from_millis(200),
+            gossip_nodes: 3,
+            push_pull_interval: Duration::from_secs(30),
+            dead_announce_interval: Duration::from_secs(30),
+            join_timeout: Duration::from_secs(10),
+            tombstone_timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// Ten times faster than [`GossipTiming::lan`]: for agents on one machine in tests.
+    pub fn fast() -> Self {
+        GossipTiming {
+            probe_interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(50),
+            indirect_checks: 3,
+            suspicion_mult: 4,
+            retransmit_mult: 4,
+            gossip_interval: Duration::from_millis(20),
+            gossip_nodes: 3,
+            push_pull_interval: Duration::from_secs(1),
+            dead_announce_interval: Duration::from_secs(1),
+            join_timeout: Duration::from_secs(5),
+            tombstone_timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    fn validate(&self) -> Result<(), GossipError> {
+        let invalid = |reason: &str| Err(GossipError::InvalidConfig(reason.to_owned()));
+        if self.probe_timeout.is_zero() || self.probe_timeout >= self.probe_interval {
+            return invalid("probe_timeout must be above zero and below probe_interval");
+        }
+        if self.gossip_interval.is_zero() || self.push_pull_interval.is_zero() || self.dead_announce_interval.is_zero()
+        {
+            return invalid("gossip, push-pull and dead-announce intervals must be above zero");
+        }
+        if self.indirect_checks == 0 || self.gossip_nodes == 0 || self.suspicion_mult == 0 || self.retransmit_mult == 0
+        {
+            return invalid("indirect_checks, gossip_nodes, suspicion_mult and retransmit_mult must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Default for GossipTiming {
+    fn default() -> Self {
+        GossipTiming::lan()
+    }
+}
+
+/// Everything the gossip layer needs to start.
+#[derive(Debug, Clone)]
+pub struct GossipConfig {
+    pub node_name: String,
+    /// Where the UDP socket binds (port 0: any free port).
+    pub bind: SocketAddr,
+    /// The address other members reach us at. A zero port means the bound port; an unspecified
+    /// IP means the bound IP (which must then be specific).
+    pub advertise: SocketAddr,
+    pub meta: MemberMeta,
+    /// `None`: gossip in plaintext. A keyring in `local.keyring` on `disk` takes precedence
+    /// (as Consul's: the file carries rotations made since `-encrypt` was first given).
+    pub keyring: Option<Keyring>,
+    /// Consul's `encrypt_verify_incoming`: refuse plaintext packets.
+    pub verify_incoming: bool,
+    /// Consul's `encrypt_verify_outgoing`: seal what we send.
+    pub verify_outgoing: bool,
+    /// How long a failed member stays listed before it is reaped (Consul: 72 h).
+    pub reconnect_timeout: Duration,
+    pub timing: GossipTiming,
+    /// Where `local.keyring` (and our identity's generation, `gossip.generation`) persist;
+    /// `None` keeps both in memory only.
+    pub disk: Option<Arc<dyn crate::storage::Disk>>,
+}
+
+/// Consul's default `reconnect_timeout`.
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
+
+/// Why a gossip operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipError {
+    #[error("invalid gossip configuration: {0}")]
+    InvalidConfig(String),
+    #[error("cannot bind the gossip socket on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("keyring: {0}")]
+    Keyring(#[from] KeyringError),
+    #[error("gossip state on disk: {0}")]
+    Disk(#[from] crate::storage::DiskError),
+    #[error("no member answered the join at any of {tried} addresses")]
+    JoinFailed { tried: usize },
+    #[error("no member named {0}")]
+    UnknownMember(String),
+    #[error("member {name} is {status}, only a failed member can be force-left")]
+    NotFailed { name: String, status: &'static str },
+    #[error("gossip encryption is not enabled")]
+    EncryptionDisabled,
+    #[error("the gossip layer is overloaded; try again")]
+    Busy,
+    #[error("the gossip layer has shut down")]
+    ShutDown,
+}
+
+/// A change to the keyring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyringOp {
+    List,
+    Install(GossipKey),
+    Use(GossipKey),
+    Remove(GossipKey),
+}
+
+/// One installed key as reported to operators.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyInfo {
+    /// base64, as given to `-encrypt`.
+    pub key: String,
+    pub primary: bool,
+}
+
+impl KeyInfo {
+    fn list(ring: &Keyring) -> Vec<KeyInfo> {
+        ring.keys().iter().map(|k| KeyInfo { key: k.to_base64(), primary: k == ring.primary() }).collect()
+    }
+}
+
+/// Counters since start, and the membership by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// Received, but no installed key opened it (or plaintext refused, or sealed with no keyring).
+    pub dropped_decrypt: u64,
+    /// Opened (or plaintext) but not a valid packet.
+    pub dropped_decode: u64,
+    /// Larger than a datagram may be.
+    pub dropped_oversize: u64,
+    /// Arrived faster than the driver could take them.
+    pub dropped_overload: u64,
+    pub send_errors: u64,
+    pub members_alive: usize,
+    pub members_suspect: usize,
+    pub members_failed: usize,
+    pub members_left: usize,
+    /// Local health score, 0 (healthy) to 8; timeouts are stretched by `1 + score`.
+    pub local_health: u8,
+}
+
+/// Start gossiping: bind the socket, load the keyring, spawn the driver. Join a cluster with
+/// [`Gossip::join`].
+pub async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
+    driver::start(config).await
+}
+
+/// A handle on the running gossip layer; clones share it. The layer stops when
+/// [`Gossip::shutdown`] is called or every handle is dropped.
+#[derive(Clone)]
+pub struct Gossip {
+    inner: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Gossip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gossip").field("advertise", &self.inner.advertise).finish_non_exhaustive()
+    }
+}
+
+struct Handle {
+    advertise: SocketAddr,
+    timing: GossipTiming,
+    commands: mpsc::Sender<driver::Command>,
+    membership: watch::Receiver<Membership>,
+    keyring: watch::Receiver<Option<Keyring>>,
+    counters: Arc<driver::Counters>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Gossip {
+    /// The pool as this agent sees it, itself included; a new value on every change.
+    pub fn membership(&self) -> watch::Receiver<Membership> {
+        self.inner.membership.clone()
+    }
+
+    /// The address other members reach this agent at.
+    pub fn advertise_addr(&self) -> SocketAddr {
+        self.inner.advertise
+    }
+
+    /// Announce to every address in `addrs` (retrying while unanswered) and return how many
+    /// answered within the join timeout; an error if none did.
+    pub async fn join(&self, addrs: &[SocketAddr]) -> Result<usize, GossipError> {
+        let (answered_tx, mut answered) = mpsc::channel(addrs.len().max(1));
+        self.command(driver::Command::Join { addrs: addrs.to_vec(), answered: answered_tx }).await?;
+        let mut count = 0;
+        let deadline = tokio::time::Instant::now() + self.inner.timing.join_timeout;
+        while count < addrs.len() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match crate::io::timeout(left, answered.recv()).await {
+                Ok(Some(_)) => count += 1,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if count == 0 {
+            return Err(GossipError::JoinFailed { tried: addrs.len() });
+        }
+        Ok(count)
+    }
+
+    /// Leave gracefully: tell the cluster we are leaving (so it shows us `left`, not `failed`),
+    /// declare ourselves down, and keep gossiping until that news is out or `propagate` elapses.
+    pub async fn leave(&self, propagate: Duration) -> Result<(), GossipError> {
+        let (done, finished) = oneshot::channel();
+        self.command(driver::Command::Leave { propagate, done }).await?;
+        finished.await.map_err(|_| GossipError::ShutDown)
+    }
+
+    /// Mark a failed member as left, everywhere (Consul's `force-leave`). Refused for members in
+    /// any other state.
+    pub fn force_leave(&self, node: &str) -> Result<(), GossipError> {
+        let status = self.inner.membership.borrow().get(node).map(|m| m.status);
+        match status {
+            None => Err(GossipError::UnknownMember(node.to_owned())),
+            Some(MemberStatus::Failed) => self.try_command(driver::Command::ForceLeave { name: node.to_owned() }),
+            Some(other) => Err(GossipError::NotFailed { name: node.to_owned(), status: other.as_str() }),
+        }
+    }
+
+    pub fn stats(&self) -> GossipStats {
+        let mut stats = self.inner.counters.snapshot();
+        for member in self.inner.membership.borrow().iter() {
+            match member.status {
+                MemberStatus::Alive => stats.members_alive += 1,
+                MemberStatus::Suspect => stats.members_suspect += 1,
+                MemberStatus::Failed => stats.members_failed += 1,
+                MemberStatus::Left => stats.members_left += 1,
+            }
+        }
+        stats
+    }
+
+    /// This agent's keyring, if gossip is encrypted.
+    pub fn keyring(&self) -> Option<Keyring> {
+        self.inner.keyring.borrow().clone()
+    }
+
+    /// Apply `op` to this agent's keyring only (persisted to `local.keyring`) and return the
+    /// keys installed afterwards.
+    pub async fn keyring_local(&self, op: KeyringOp) -> Result<Vec<KeyInfo>, GossipError> {
+        let (done, result) = oneshot::channel();
+        self.command(driver::Command::Keyring { op, done }).await?;
+        result.await.map_err(|_| GossipError::ShutDown)?
+    }
+
+    /// Stop: the socket is closed when this returns. Without a prior [`Gossip::leave`] the
+    /// cluster will see this agent fail.
+    pub async fn shutdown(self) {
+        let _ = self.inner.commands.send(driver::Command::Shutdown).await;
+        let task = self.inner.task.lock().expect("gossip task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+
+    async fn command(&self, command: driver::Command) -> Result<(), GossipError> {
+        self.inner.commands.send(command).await.map_err(|_| GossipError::ShutDown)
+    }
+
+    fn try_command(&self, command: driver::Command) -> Result<(), GossipError> {
+        self.inner.commands.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => GossipError::Busy,
+            mpsc::error::TrySendError::Closed(_) => GossipError::ShutDown,
+        })
     }
 }
