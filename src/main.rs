@@ -115,21 +115,50 @@ mod cli {
         println!("          Datacenter: '{}'", config.datacenter);
         println!("              Server: {} (bootstrap: {:?})", config.server, config.bootstrap_expect);
         println!("         Client Addr: {} (HTTP: {})", config.client_addr, node.http_addr.port());
-        println!("        Cluster Addr: {} (RPC: {})", node.rpc_addr.ip(), node.rpc_addr.port());
+        match node.rpc_addr {
+            Some(rpc) => {
+                println!("        Cluster Addr: {} (LAN: {}, RPC: {})", rpc.ip(), node.lan_addr.port(), rpc.port())
+            }
+            None => println!("        Cluster Addr: {} (LAN: {})", node.lan_addr.ip(), node.lan_addr.port()),
+        }
+        println!("             Gossip: encrypt: {}", node.gossip.keyring().is_some());
         println!("==> Log data will now stream in as it occurs:");
-        wait_for_shutdown_signal().await;
-        tracing::info!("caught signal, shutting down");
-        node.shutdown().await;
+        let agent = node.agent.clone();
+        let leave = tokio::select! {
+            signal = wait_for_shutdown_signal() => {
+                let leave = match signal {
+                    Signal::Interrupt => !config.gossip.skip_leave_on_interrupt,
+                    Signal::Terminate => config.gossip.leave_on_terminate,
+                };
+                tracing::info!(?signal, leave, "caught signal, shutting down");
+                leave
+            }
+            _ = agent.left() => {
+                tracing::info!("left the pool, shutting down");
+                false
+            }
+        };
+        if leave {
+            node.leave_and_shutdown().await;
+        } else {
+            node.shutdown().await;
+        }
         Ok(())
     }
 
-    async fn wait_for_shutdown_signal() {
+    #[derive(Debug, Clone, Copy)]
+    enum Signal {
+        Interrupt,
+        Terminate,
+    }
+
+    async fn wait_for_shutdown_signal() -> Signal {
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler");
         tokio::select! {
             biased;
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+            _ = terminate.recv() => Signal::Terminate,
         }
     }
 

@@ -9,16 +9,18 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::agent::{Agent, Backend};
+use crate::agent::join::{self, JoinPlan};
+use crate::agent::{Agent, Backend, ServerForwarder};
 use crate::config::AgentConfig;
-use crate::gossip::Membership;
+use crate::gossip::keyring::{GossipKey, Keyring};
+use crate::gossip::{self, Gossip, GossipConfig, GossipTiming, MemberMeta, Role};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{ElectionFeedback, Network};
 use crate::raft::snapshot_store::SnapshotStore;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{openraft_config, raft_id_from_node_id, Raft, ServerInfo};
 use crate::rpc::{Preamble, RpcClient};
-use crate::server::bootstrap::{self, JoinHandler, JoinPlan};
+use crate::server::bootstrap;
 use crate::server::{Server, ServerLimits, ServerRpc};
 use crate::storage::{Disk, DiskError};
 
@@ -39,8 +41,10 @@ pub enum StartError {
     },
     #[error("raft did not start: {0}")]
     Raft(String),
-    #[error("{0}")]
-    Unsupported(&'static str),
+    #[error("gossip: {0}")]
+    Gossip(#[from] crate::gossip::GossipError),
+    #[error("gossip keyring: {0}")]
+    Keyring(String),
     #[error("cannot choose an address to advertise: {0}")]
     Advertise(String),
 }
@@ -48,51 +52,152 @@ pub enum StartError {
 /// A running agent.
 #[derive(Debug)]
 pub struct NodeHandle {
-    pub server: Arc<Server>,
+    /// The server role, on servers.
+    pub server: Option<Arc<Server>>,
     pub agent: Arc<Agent>,
+    pub gossip: Gossip,
     pub http_addr: SocketAddr,
-    pub rpc_addr: SocketAddr,
+    /// The server RPC address, on servers.
+    pub rpc_addr: Option<SocketAddr>,
+    /// The LAN gossip address other agents join through.
+    pub lan_addr: SocketAddr,
     tasks: Vec<JoinHandle<()>>,
-    _membership: tokio::sync::watch::Sender<Membership>,
 }
 
 impl NodeHandle {
-    /// Stop Raft and every listener.
+    /// Stop without leaving: the pool sees this agent fail (and, for a server, it stays in Raft).
     pub async fn shutdown(self) {
         for task in &self.tasks {
             task.abort();
         }
-        if let Err(e) = self.server.raft().shutdown().await {
-            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        self.gossip.clone().shutdown().await;
+        if let Some(server) = &self.server {
+            if let Err(e) = server.raft().shutdown().await {
+                tracing::warn!(error = %e, "raft did not shut down cleanly");
+            }
         }
+    }
+
+    /// Leave the pool gracefully (members see `left`, the leader removes a server from Raft), then
+    /// stop.
+    pub async fn leave_and_shutdown(self) {
+        if let Err(e) = self.agent.leave().await {
+            tracing::warn!(error = %e, "leaving the pool failed; stopping anyway");
+        }
+        self.shutdown().await;
     }
 }
 
 /// Start an agent with `config`, keeping its durable state on `disk`.
 pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHandle, StartError> {
-    if !config.server {
-        return Err(StartError::Unsupported(
-            "client agents (without -server) need the gossip layer, which is not built yet; run with -server or -dev",
-        ));
-    }
     let node_id = load_or_create_node_id(&*disk, config.node_id.as_deref())?;
-    let rpc_listener = bind(config.bind_addr, config.ports.server, "server RPC").await?;
-    let join_listener = bind(config.bind_addr, config.ports.serf_lan, "LAN join").await?;
-    let http_listener = bind(config.client_addr, config.ports.http, "HTTP").await?;
-    let rpc_port = local_port(&rpc_listener);
     let advertise = advertise_addr(config)?;
-    let info = ServerInfo {
-        name: config.node_name.clone(),
-        node_id: node_id.clone(),
-        rpc_addr: SocketAddr::new(advertise, rpc_port).to_string(),
-        lan_addr: SocketAddr::new(advertise, local_port(&join_listener)).to_string(),
+    let http_listener = bind(config.client_addr, config.ports.http, "HTTP").await?;
+    let http_addr = local_addr(&http_listener);
+    let server = match config.server {
+        true => Some(start_server(config, &disk, &node_id, advertise).await?),
+        false => None,
     };
 
+    let meta = MemberMeta {
+        role: if config.server { Role::Server } else { Role::Client },
+        datacenter: config.datacenter.clone(),
+        node_id: node_id.clone(),
+        server_port: server.as_ref().map(|s| s.rpc_addr.port()),
+        build: env!("CARGO_PKG_VERSION").to_string(),
+        protocol: gossip::PROTOCOL_VERSION,
+    };
+    let keyring = load_keyring(config, &*disk)?;
+    let gossip = gossip::start(GossipConfig {
+        node_name: config.node_name.clone(),
+        bind: SocketAddr::new(config.bind_addr, config.ports.serf_lan),
+        advertise: SocketAddr::new(advertise, config.ports.serf_lan),
+        meta,
+        keyring,
+        verify_incoming: config.gossip.verify_incoming,
+        verify_outgoing: config.gossip.verify_outgoing,
+        reconnect_timeout: config.gossip.reconnect_timeout,
+        timing: GossipTiming::default(),
+        disk: (!config.gossip.disable_keyring_file).then(|| disk.clone()),
+    })
+    .await?;
+    let membership = gossip.membership();
+
+    let backend = match &server {
+        Some(parts) => Backend::Server(parts.server.clone()),
+        None => Backend::Client(ServerForwarder::new(
+            config.datacenter.clone(),
+            membership.clone(),
+            RpcClient::new(Preamble::SERVER),
+        )),
+    };
+    let agent =
+        Arc::new(Agent::new(config.node_name.clone(), node_id, config.datacenter.clone(), backend, gossip.clone()));
+    let api = crate::http::router(agent.clone());
+    let mut tasks = vec![tokio::spawn(crate::http::serve(http_listener, api.clone()))];
+    let join_plan = JoinPlan {
+        addresses: config.retry_join.clone(),
+        retry_interval: config.retry_interval,
+        retry_max: config.retry_max,
+    };
+    if !join_plan.addresses.is_empty() {
+        let gossip = gossip.clone();
+        tasks.push(tokio::spawn(async move {
+            let joined = join::retry_join(&join_plan, |addrs| {
+                let gossip = gossip.clone();
+                async move { gossip.join(&addrs).await }
+            })
+            .await;
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "giving up joining the LAN pool");
+            }
+        }));
+    }
+    let rpc_addr = server.as_ref().map(|parts| parts.rpc_addr);
+    let server = match server {
+        Some(parts) => {
+            let server = parts.server;
+            let rpc_service = Arc::new(ServerRpc { server: server.clone(), api });
+            tasks.extend([
+                tokio::spawn(crate::rpc::serve(parts.rpc_listener, Preamble::SERVER, rpc_service)),
+                tokio::spawn(bootstrap::run(server.clone(), membership.clone(), config.bootstrap_expect)),
+                tokio::spawn(crate::server::election::run(server.clone(), config.raft.clone(), parts.feedback)),
+            ]);
+            Some(server)
+        }
+        None => None,
+    };
+    tracing::info!(node = %config.node_name, server = config.server, lan = %gossip.advertise_addr(), "agent started");
+    Ok(NodeHandle { server, agent, lan_addr: gossip.advertise_addr(), gossip, http_addr, rpc_addr, tasks })
+}
+
+/// The server role's parts before their tasks start.
+struct ServerParts {
+    server: Arc<Server>,
+    rpc_listener: TcpListener,
+    rpc_addr: SocketAddr,
+    feedback: Arc<ElectionFeedback>,
+}
+
+async fn start_server(
+    config: &AgentConfig,
+    disk: &Arc<dyn Disk>,
+    node_id: &str,
+    advertise: IpAddr,
+) -> Result<ServerParts, StartError> {
+    let rpc_listener = bind(config.bind_addr, config.ports.server, "server RPC").await?;
+    let rpc_addr = SocketAddr::new(advertise, local_port(&rpc_listener));
+    let info = ServerInfo {
+        name: config.node_name.clone(),
+        node_id: node_id.to_string(),
+        rpc_addr: rpc_addr.to_string(),
+        lan_addr: SocketAddr::new(advertise, config.ports.serf_lan).to_string(),
+    };
     let log_store = LogStore::open(disk.clone())?;
     let state_machine = StateMachine::open(SnapshotStore::new(disk.clone()))?;
     let state = state_machine.handle();
     let rpc = RpcClient::new(Preamble::SERVER);
-    let raft_id = raft_id_from_node_id(&node_id);
+    let raft_id = raft_id_from_node_id(node_id);
     let feedback = Arc::new(ElectionFeedback::default());
     let network = Network::new(rpc.clone(), feedback.clone());
     let raft = Raft::new(raft_id, openraft_config(&config.raft), network, log_store, state_machine)
@@ -108,40 +213,28 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
         ServerLimits::default(),
     ));
     tracing::info!(node = %config.node_name, node_id = %info.node_id, rpc = %info.rpc_addr, "server starting");
+    Ok(ServerParts { server, rpc_listener, rpc_addr, feedback })
+}
 
-    let http_addr = local_addr(&http_listener);
-    let plan = JoinPlan {
-        retry_join: config.retry_join.clone(),
-        retry_interval: config.retry_interval,
-        retry_max: config.retry_max,
-        bootstrap_expect: config.bootstrap_expect,
+/// The gossip keyring: the one kept in the data directory if there is one (changed by `cairn
+/// keyring`, so it wins over `-encrypt`, as in Consul), else one holding the `-encrypt` key.
+fn load_keyring(config: &AgentConfig, disk: &dyn Disk) -> Result<Option<Keyring>, StartError> {
+    let from_file = match config.gossip.disable_keyring_file {
+        true => None,
+        false => Keyring::load(disk).map_err(|e| StartError::Keyring(e.to_string()))?,
     };
-    // Until the gossip layer is wired in, the membership view holds no members.
-    let (membership_tx, membership) = tokio::sync::watch::channel(Membership::default());
-    let agent = Arc::new(Agent::new(
-        config.node_name.clone(),
-        node_id,
-        config.datacenter.clone(),
-        Backend::Server(server.clone()),
-        membership,
-    ));
-    let api = crate::http::router(agent.clone());
-    let rpc_service = Arc::new(ServerRpc { server: server.clone(), api: api.clone() });
-    let tasks = vec![
-        tokio::spawn(crate::rpc::serve(rpc_listener, Preamble::SERVER, rpc_service)),
-        tokio::spawn(crate::rpc::serve(join_listener, Preamble::JOIN, Arc::new(JoinHandler(server.clone())))),
-        tokio::spawn(crate::http::serve(http_listener, api)),
-        tokio::spawn(bootstrap::run(server.clone(), plan)),
-        tokio::spawn(crate::server::election::run(server.clone(), config.raft.clone(), feedback)),
-    ];
-    Ok(NodeHandle {
-        server,
-        agent,
-        http_addr,
-        rpc_addr: SocketAddr::new(advertise, rpc_port),
-        tasks,
-        _membership: membership_tx,
-    })
+    match (from_file, &config.gossip.encrypt_key) {
+        (Some(keyring), Some(_)) => {
+            tracing::warn!("-encrypt is ignored: the keyring file in the data directory holds the keys");
+            Ok(Some(keyring))
+        }
+        (Some(keyring), None) => Ok(Some(keyring)),
+        (None, Some(key)) => {
+            let key = GossipKey::from_bytes(key).map_err(|e| StartError::Keyring(e.to_string()))?;
+            Ok(Some(Keyring::new(key, [])))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 async fn bind(ip: IpAddr, port: u16, what: &'static str) -> Result<TcpListener, StartError> {

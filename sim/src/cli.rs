@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use crate::runner::{self, RunReport};
-use crate::scenario::Scenario;
+use crate::scenario::AnyScenario;
 
 const USAGE: &str = "\
 usage: sim/run <scenario.toml> --seed N [--trace]
@@ -32,7 +32,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let scenario = match Scenario::load(&path) {
+    let scenario = match AnyScenario::load(&path) {
         Ok(scenario) => scenario,
         Err(e) => {
             eprintln!("{e}");
@@ -89,10 +89,18 @@ pub fn replay_command(path: &Path, seed: u64) -> String {
     format!("sim/run {} --seed {seed}", path.display())
 }
 
-fn run_one(path: &Path, scenario: &Scenario, seed: u64, print_trace: bool) -> ExitCode {
-    println!("scenario={} seed={seed}", scenario.name);
+/// Run one seed of any kind of scenario.
+pub fn run_scenario(scenario: &AnyScenario, seed: u64) -> RunReport {
+    match scenario {
+        AnyScenario::Raft(s) => runner::run(s, seed),
+        AnyScenario::Gossip(s) => crate::gossip_run::run(s, seed),
+    }
+}
+
+fn run_one(path: &Path, scenario: &AnyScenario, seed: u64, print_trace: bool) -> ExitCode {
+    println!("scenario={} seed={seed}", scenario.name());
     let wall = std::time::Instant::now();
-    let report = std::panic::catch_unwind(|| runner::run(scenario, seed));
+    let report = std::panic::catch_unwind(|| run_scenario(scenario, seed));
     let wall_s = wall.elapsed().as_secs_f64();
     match report {
         Ok(report) => {
@@ -117,10 +125,19 @@ fn run_one(path: &Path, scenario: &Scenario, seed: u64, print_trace: bool) -> Ex
     }
 }
 
-fn print_report(path: &Path, scenario: &Scenario, report: &RunReport, wall_s: f64) -> ExitCode {
+fn print_report(path: &Path, scenario: &AnyScenario, report: &RunReport, wall_s: f64) -> ExitCode {
     let s = &report.stats;
     println!("trace={:016x}", report.digest);
-    println!(
+    if let AnyScenario::Gossip(_) = scenario {
+        println!(
+            "stats {} sim_s={:.1} wall_s={:.2} speed={:.0}x",
+            s.notes,
+            s.sim_ms as f64 / 1000.0,
+            wall_s,
+            s.sim_ms as f64 / 1000.0 / wall_s.max(1e-9)
+        );
+    } else {
+        println!(
         "stats ops={} acked_writes={} indeterminate={} failed={} leader_terms={} failover_ms={:?} recovery_ms={} sim_s={:.1} wall_s={:.2} speed={:.0}x",
         s.operations,
         s.acknowledged_writes,
@@ -133,6 +150,7 @@ fn print_report(path: &Path, scenario: &Scenario, report: &RunReport, wall_s: f6
         wall_s,
         s.sim_ms as f64 / 1000.0 / wall_s.max(1e-9),
     );
+    }
     match &report.failure {
         None => {
             println!("PASS");
@@ -140,7 +158,7 @@ fn print_report(path: &Path, scenario: &Scenario, report: &RunReport, wall_s: f6
         }
         Some(failure) => {
             println!("FAIL invariant={}: {}", failure.invariant, failure.details);
-            println!("scenario: {}", scenario.description.trim());
+            println!("scenario: {}", scenario.description().trim());
             println!("last events:");
             for line in &report.trace_tail {
                 println!("  {line}");

@@ -350,8 +350,9 @@ fn build_host(
                     Ok(node) => node,
                     Err(e) => panic!("server s{index} failed to start: {e}"),
                 };
-                *live.lock().expect("live lock") = Some(node.server.clone());
-                watch_leadership(node.server.clone(), index, leaders, start).await;
+                let server = node.server.clone().expect("simulated servers run the server role");
+                *live.lock().expect("live lock") = Some(server.clone());
+                watch_leadership(server, index, leaders, start).await;
                 std::future::pending::<()>().await;
             }
         })

@@ -6,6 +6,10 @@
 //! against what the clients observed ([`history`]). Every random choice comes from the seed, so a
 //! run is replayed exactly by its seed; its event [`trace`] digest proves it.
 //!
+//! Gossip scenarios ([`scenario::GossipScenario`]) run a pool of client agents instead
+//! ([`gossip_run`]) and check convergence, failure detection and false failures from the agents'
+//! membership views.
+//!
 //! The pure parts (scenarios, histories, checkers, traces) build in both configurations and are
 //! unit-tested normally; the parts that drive madsim build only with `--cfg madsim`.
 
@@ -20,6 +24,8 @@ pub mod cli;
 pub mod cluster;
 #[cfg(madsim)]
 pub mod faults;
+#[cfg(madsim)]
+pub mod gossip_run;
 #[cfg(madsim)]
 pub mod http;
 #[cfg(madsim)]

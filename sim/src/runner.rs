@@ -38,6 +38,8 @@ pub struct RunStats {
     pub failover_ms: Vec<u64>,
     /// Simulated ms from healing to the first successful write.
     pub recovery_ms: Option<u64>,
+    /// Figures of other kinds of runs (gossip), as `key=value` words.
+    pub notes: String,
 }
 
 /// The result of one run.

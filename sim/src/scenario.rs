@@ -187,6 +187,126 @@ impl<'de> Deserialize<'de> for Target {
     }
 }
 
+/// A gossip scenario (`[gossip]` instead of `servers`/`workload`): client agents only, no Raft.
+/// The first `seeds` agents start at once and join each other; the rest start at random times in
+/// the first `start_spread_s` seconds and join through the seeds, as `-retry-join` would have them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipScenario {
+    pub name: String,
+    pub description: String,
+    #[serde(default = "default_seed_count")]
+    pub seeds: u64,
+    #[serde(default)]
+    pub regression_seeds: Vec<u64>,
+    #[serde(default)]
+    pub network: Network,
+    pub gossip: GossipSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipSpec {
+    /// Agents in the pool.
+    pub agents: u32,
+    /// Agents every other agent joins through.
+    pub join_through: u32,
+    /// The non-seed agents start at random times within this window.
+    pub start_spread_s: f64,
+    /// Every agent sees every agent alive within this many seconds of the last one starting.
+    pub converge_within_s: f64,
+    /// Fraction of packets dropped for the whole run.
+    #[serde(default)]
+    pub packet_loss: f64,
+    /// Agents killed (without leaving) at `kill_at_s` (the seeds are spared).
+    #[serde(default)]
+    pub kill: u32,
+    pub kill_at_s: Option<f64>,
+    /// Every survivor sees every killed agent as failed within this many seconds of the kill.
+    pub detect_within_s: Option<f64>,
+    /// No survivor sees a live agent as failed for longer than this many seconds in one stretch.
+    pub false_failure_max_s: Option<f64>,
+    /// One more agent (the last) starts this late, into a converged pool, to time how fast a
+    /// join spreads.
+    pub late_join_at_s: Option<f64>,
+    /// Length of the run.
+    pub duration_s: f64,
+}
+
+/// Any scenario file.
+#[derive(Debug, Clone)]
+pub enum AnyScenario {
+    Raft(Scenario),
+    Gossip(GossipScenario),
+}
+
+impl AnyScenario {
+    /// Loads a Raft scenario, or a gossip scenario if the file has a `[gossip]` table.
+    pub fn load(path: &Path) -> Result<AnyScenario, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|error| ScenarioError::Read { path: shown.clone(), error })?;
+        let table: toml::Table =
+            toml::from_str(&text).map_err(|e| ScenarioError::Parse { path: shown.clone(), error: e.to_string() })?;
+        if !table.contains_key("gossip") {
+            return Scenario::load(path).map(AnyScenario::Raft);
+        }
+        let scenario: GossipScenario =
+            toml::from_str(&text).map_err(|e| ScenarioError::Parse { path: shown.clone(), error: e.to_string() })?;
+        scenario.validate().map_err(|reason| ScenarioError::Invalid { path: shown, reason })?;
+        Ok(AnyScenario::Gossip(scenario))
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            AnyScenario::Raft(s) => &s.name,
+            AnyScenario::Gossip(s) => &s.name,
+        }
+    }
+
+    pub fn description(&self) -> &str {
+        match self {
+            AnyScenario::Raft(s) => &s.description,
+            AnyScenario::Gossip(s) => &s.description,
+        }
+    }
+
+    /// The suite's seeds: `1..=seeds`, then the regression seeds beyond them.
+    pub fn suite_seeds(&self) -> Vec<u64> {
+        let (count, regression) = match self {
+            AnyScenario::Raft(s) => (s.seeds, &s.regression_seeds),
+            AnyScenario::Gossip(s) => (s.seeds, &s.regression_seeds),
+        };
+        let mut seeds: Vec<u64> = (1..=count).collect();
+        seeds.extend(regression.iter().copied().filter(|s| *s > count));
+        seeds
+    }
+}
+
+impl GossipScenario {
+    fn validate(&self) -> Result<(), String> {
+        let g = &self.gossip;
+        if g.agents < 2 || g.agents > 20_000 {
+            return Err(format!("gossip.agents = {}: expected 2 to 20000", g.agents));
+        }
+        if g.join_through == 0 || g.join_through > g.agents {
+            return Err("gossip.join_through must be from 1 to the number of agents".into());
+        }
+        if g.kill > 0 && (g.kill_at_s.is_none() || g.detect_within_s.is_none()) {
+            return Err("gossip.kill needs kill_at_s and detect_within_s".into());
+        }
+        if g.kill + g.join_through > g.agents {
+            return Err("gossip.kill spares the join_through seeds: kill + join_through must not exceed agents".into());
+        }
+        if !(0.0..1.0).contains(&g.packet_loss) {
+            return Err(format!("gossip.packet_loss = {}: expected 0 to below 1", g.packet_loss));
+        }
+        if g.kill_at_s.is_some_and(|at| at >= g.duration_s) {
+            return Err("gossip.kill_at_s must be within duration_s".into());
+        }
+        Ok(())
+    }
+}
+
 /// Why a scenario file could not be used.
 #[derive(Debug)]
 pub enum ScenarioError {
@@ -272,7 +392,7 @@ mod tests {
         for entry in std::fs::read_dir(&dir).expect("scenarios/ exists") {
             let path = entry.expect("readable entry").path();
             if path.extension().is_some_and(|e| e == "toml") {
-                Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                AnyScenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
                 count += 1;
             }
         }

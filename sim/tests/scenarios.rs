@@ -7,7 +7,7 @@
 fn main() {
     use std::path::{Path, PathBuf};
 
-    use cairn_sim::scenario::Scenario;
+    use cairn_sim::scenario::AnyScenario;
     use libtest_mimic::{Arguments, Failed, Trial};
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
@@ -19,9 +19,9 @@ fn main() {
     paths.sort();
     let mut trials = Vec::new();
     for path in paths {
-        let scenario = Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let scenario = AnyScenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
         let determinism_path = path.clone();
-        trials.push(Trial::test(format!("{}::determinism", scenario.name), move || {
+        trials.push(Trial::test(format!("{}::determinism", scenario.name()), move || {
             let output = std::process::Command::new(env!("CARGO_BIN_EXE_cairn-sim"))
                 .arg(&determinism_path)
                 .args(["--seed", "1", "--check-determinism"])
@@ -34,12 +34,10 @@ fn main() {
                 Err(Failed::from(report))
             }
         }));
-        let mut seeds: Vec<u64> = (1..=scenario.seeds).collect();
-        seeds.extend(scenario.regression_seeds.iter().copied().filter(|s| *s > scenario.seeds));
-        for seed in seeds {
+        for seed in scenario.suite_seeds() {
             let (scenario, shown) = (scenario.clone(), Path::new("scenarios").join(path.file_name().expect("name")));
-            trials.push(Trial::test(format!("{}::seed_{seed:03}", scenario.name), move || {
-                let report = cairn_sim::runner::run(&scenario, seed);
+            trials.push(Trial::test(format!("{}::seed_{seed:03}", scenario.name()), move || {
+                let report = cairn_sim::cli::run_scenario(&scenario, seed);
                 match report.failure {
                     None => Ok(()),
                     Some(failure) => Err(Failed::from(format!(

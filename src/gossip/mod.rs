@@ -260,6 +260,10 @@ pub struct GossipConfig {
     pub disk: Option<Arc<dyn crate::storage::Disk>>,
 }
 
+/// The protocol version members advertise (`cairn members` shows it, as Consul shows Serf's). It
+/// names the meaning of the exchange; the byte encoding has its own version ([`wire::WIRE_VERSION`]).
+pub const PROTOCOL_VERSION: u8 = 2;
+
 /// Consul's default `reconnect_timeout`.
 pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
 

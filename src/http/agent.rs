@@ -3,18 +3,25 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State as AxumState;
-use axum::response::Response;
-use axum::routing::get;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
 use axum::Router;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::json_body;
-use crate::agent::Agent;
+use super::{json_body, ApiError};
+use crate::agent::{Agent, Backend};
+use crate::config::JoinAddress;
 use crate::gossip::{Member, MemberStatus, Role};
 
 pub fn routes() -> Router<Arc<Agent>> {
-    Router::new().route("/v1/agent/members", get(members))
+    Router::new()
+        .route("/v1/agent/members", get(members))
+        .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/join/{address}", put(join))
+        .route("/v1/agent/leave", put(leave))
+        .route("/v1/agent/force-leave/{node}", put(force_leave))
 }
 
 /// One member in Consul's `/v1/agent/members` shape (Serf's member with string tags).
@@ -84,4 +91,101 @@ fn member_json(member: &Member) -> MemberJson {
 async fn members(AxumState(agent): AxumState<Arc<Agent>>) -> Response {
     let members: Vec<MemberJson> = agent.membership().iter().map(member_json).collect();
     json_body(&members)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct JoinQuery {
+    wan: Option<String>,
+}
+
+/// `PUT /v1/agent/join/<address>`: join the LAN pool through the agent at `address`.
+async fn join(
+    AxumState(agent): AxumState<Arc<Agent>>,
+    Path(address): Path<String>,
+    Query(query): Query<JoinQuery>,
+) -> Response {
+    if query.wan.is_some_and(|wan| wan != "0" && wan != "false") {
+        return ApiError::bad_request("cairn has no WAN pool yet: datacenters are not federated").into_response();
+    }
+    let address: JoinAddress = match address.parse() {
+        Ok(address) => address,
+        Err(e) => return ApiError::bad_request(format!("bad join address {address:?}: {e}")).into_response(),
+    };
+    let addrs = crate::agent::join::resolve(std::slice::from_ref(&address)).await;
+    if addrs.is_empty() {
+        return ApiError::bad_request(format!("cannot resolve join address {address}")).into_response();
+    }
+    match agent.join(&addrs).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("joining {address}: {e}") }
+            .into_response(),
+    }
+}
+
+/// `PUT /v1/agent/leave`: leave the pool gracefully; the agent then stops.
+async fn leave(AxumState(agent): AxumState<Arc<Agent>>) -> Response {
+    match agent.leave().await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => {
+            ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("leaving: {e}") }.into_response()
+        }
+    }
+}
+
+/// `PUT /v1/agent/force-leave/<node>`: mark a failed member as left (`?prune` accepted: a left
+/// member is reaped from the view after the tombstone time either way).
+async fn force_leave(AxumState(agent): AxumState<Arc<Agent>>, Path(node): Path<String>) -> Response {
+    match agent.force_leave(&node) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: e.to_string() }.into_response(),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SelfJson {
+    config: SelfConfig,
+    member: Option<MemberJson>,
+    stats: BTreeMap<&'static str, BTreeMap<&'static str, String>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SelfConfig {
+    datacenter: String,
+    node_name: String,
+    #[serde(rename = "NodeID")]
+    node_id: String,
+    server: bool,
+    version: &'static str,
+}
+
+/// `GET /v1/agent/self`: this agent's configuration, its own member entry and gossip counters.
+async fn agent_self(AxumState(agent): AxumState<Arc<Agent>>) -> Response {
+    let membership = agent.membership();
+    let stats = agent.gossip().stats();
+    let serf_lan = BTreeMap::from([
+        ("members", membership.len().to_string()),
+        ("packets_received", stats.packets_in.to_string()),
+        ("packets_sent", stats.packets_out.to_string()),
+        ("bytes_received", stats.bytes_in.to_string()),
+        ("bytes_sent", stats.bytes_out.to_string()),
+        ("dropped_undecryptable", stats.dropped_decrypt.to_string()),
+        ("dropped_malformed", stats.dropped_decode.to_string()),
+        ("local_health", stats.local_health.to_string()),
+        ("encrypted", agent.gossip().keyring().is_some().to_string()),
+    ]);
+    let body = SelfJson {
+        config: SelfConfig {
+            datacenter: agent.datacenter.clone(),
+            node_name: agent.node_name.clone(),
+            node_id: agent.node_id.clone(),
+            server: matches!(agent.backend, Backend::Server(_)),
+            version: env!("CARGO_PKG_VERSION"),
+        },
+        member: membership.get(&agent.node_name).map(member_json),
+        stats: BTreeMap::from([("serf_lan", serf_lan)]),
+    };
+    json_body(&body)
 }

@@ -96,21 +96,3 @@ pub struct ServerStatus {
     pub initialized: bool,
     pub leader: Option<ServerInfo>,
 }
-
-/// The LAN join exchange (port 8301, TCP) that lets servers find each other before gossip exists:
-/// each side tells the other every server it knows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JoinRequest {
-    pub datacenter: String,
-    pub from: ServerInfo,
-    pub known: Vec<ServerInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JoinResponse {
-    Known(Vec<ServerInfo>),
-    /// The peer is in another datacenter; LAN pools never mix datacenters.
-    WrongDatacenter {
-        theirs: String,
-    },
-}

@@ -1,4 +1,4 @@
-//! Server-to-server RPC: what crosses the server port (8300) and the LAN join port (8301).
+//! Server-to-server RPC: what crosses the server port (8300).
 //!
 //! A connection opens with a 4-byte preamble naming the protocol and its version, then carries
 //! request/response frames one at a time ([`wire`]). Every frame is length-bounded and decoded with an
@@ -11,7 +11,7 @@ pub mod message;
 pub mod wire;
 
 pub use client::RpcClient;
-pub use message::{JoinRequest, JoinResponse, Request, Response};
+pub use message::{Request, Response};
 pub use wire::{Preamble, RpcError};
 
 use std::future::Future;

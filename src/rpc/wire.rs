@@ -27,8 +27,6 @@ pub struct Preamble(pub [u8; 4]);
 impl Preamble {
     /// Server RPC (Raft, forwarding), version 1.
     pub const SERVER: Preamble = Preamble(*b"CRS1");
-    /// The LAN join exchange, version 1.
-    pub const JOIN: Preamble = Preamble(*b"CRJ1");
 }
 
 /// What went wrong on an RPC connection. `Connect` is the only error after which a request is known

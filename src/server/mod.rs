@@ -7,7 +7,8 @@
 //!   consistency mode: `default` and `consistent` wait for a read index confirmed by a quorum (so
 //!   they are linearizable, also on followers, which then serve from their own state); `stale`
 //!   reads whatever is applied locally and reports the time since the leader was last heard.
-//! - [`bootstrap`] finds the other servers and starts Raft once `bootstrap_expect` know each other.
+//! - [`bootstrap`] starts Raft once gossip shows `bootstrap_expect` servers; [`election`] decides
+//!   when to call an election.
 
 mod batcher;
 pub mod bootstrap;
@@ -98,8 +99,6 @@ pub struct Server {
     limits: ServerLimits,
     /// When this server last accepted entries from a leader (or started).
     last_leader_contact: Mutex<Instant>,
-    /// Servers this one knows of (itself included); fed by the join exchange.
-    known_servers: Mutex<bootstrap::KnownServers>,
     /// Concurrent reads share read-index rounds (each started after the reads it serves).
     read_rounds: coalesce::Coalescer<Result<u64, LeaderError>>,
 }
@@ -127,8 +126,6 @@ impl Server {
         rpc: RpcClient,
         limits: ServerLimits,
     ) -> Self {
-        let mut known = bootstrap::KnownServers::default();
-        known.learn([info.clone()]);
         Server {
             id,
             info,
@@ -139,7 +136,6 @@ impl Server {
             rpc,
             limits,
             last_leader_contact: Mutex::new(Instant::now()),
-            known_servers: Mutex::new(known),
             read_rounds: coalesce::Coalescer::default(),
         }
     }
@@ -332,15 +328,5 @@ impl Server {
     /// Record that a leader's entries were just accepted.
     fn note_leader_contact(&self) {
         *self.last_leader_contact.lock().expect("contact lock") = Instant::now();
-    }
-
-    /// The servers this one knows of, itself included, sorted by node ID.
-    pub fn known_servers(&self) -> Vec<ServerInfo> {
-        self.known_servers.lock().expect("known servers lock").list()
-    }
-
-    /// Add servers learnt from a peer; returns how many were new.
-    pub fn learn_servers(&self, servers: impl IntoIterator<Item = ServerInfo>) -> usize {
-        self.known_servers.lock().expect("known servers lock").learn(servers)
     }
 }
