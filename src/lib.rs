@@ -11,6 +11,9 @@
 //!                    │          │ (forward to leader) rpc <┘ (AppendEntries, Vote, snapshots)
 //!                    │          │
 //!                    └──(read)──┴─> read barrier ──> state (the replicated state machine)
+//!
+//!   other agents <──UDP──> gossip ──(Membership view)──> agent (client: forward to a server)
+//!                                                   └──> server::bootstrap (start Raft)
 //! ```
 //!
 //! - [`config`]: the typed agent configuration. Flags (Consul's single-dash spellings) and JSON config
@@ -26,14 +29,21 @@
 //!   ([`raft::log_store`]), the state machine adapter that applies committed entries to [`state`] and
 //!   keeps snapshots ([`raft::state_machine`]), and the network adapter over [`rpc`].
 //! - [`rpc`]: the server-to-server protocol on the server port (8300): length-bounded binary frames
-//!   carrying Raft messages, forwarded writes and read-index requests, and the bootstrap join
-//!   exchange on the LAN port (8301) that gossip will replace.
+//!   carrying Raft messages, forwarded writes, read-index requests and client agents' forwarded HTTP.
 //! - [`server`]: the server role. Submits writes (forwarding them to the leader, which batches
 //!   concurrent writes into one Raft entry), serves reads at the requested consistency (`default`
 //!   and `consistent` go through a read-index barrier confirmed by a quorum, shared by concurrent
-//!   reads; `stale` reads locally and reports the last leader contact), and bootstraps the cluster
-//!   once `bootstrap_expect` servers know each other.
-//! - [`http`]: the `/v1/...` API, an axum router over [`server`]. Consul's JSON shapes and headers.
+//!   reads; `stale` reads locally and reports the last leader contact), bootstraps the cluster once
+//!   gossip shows `bootstrap_expect` servers, and starts elections on its own timer.
+//! - [`gossip`]: SWIM membership among every agent (foca over UDP on the LAN port), with typed member
+//!   metadata, a versioned bounded wire format, AES-GCM encryption and a keyring. It publishes the
+//!   [`gossip::Membership`] view that the agent, the server's bootstrap and client forwarding read.
+//! - [`agent`]: the local agent, server or client: its name, its place in gossip, and its backend
+//!   (a server answers from its own state, a client forwards to a server gossip shows); `-join`.
+//! - [`http`]: the `/v1/...` API, an axum router over [`agent`]: `/v1/agent/*` from the agent,
+//!   the rest from [`server`] (or forwarded by a client). Consul's JSON shapes and headers.
+//! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,
+//!   `leave`, `operator raft`, `keygen`, `keyring`).
 //! - [`io`]: the thin shell over the runtime: the openraft runtime adapter, the seeded randomness
 //!   source, socket shims. `cfg(madsim)` appears only here (and in `sim/`), so the same agent code runs
 //!   on real sockets and inside the simulator.
