@@ -8,11 +8,14 @@
 //!   they are linearizable, also on followers, which then serve from their own state); `stale`
 //!   reads whatever is applied locally and reports the time since the leader was last heard.
 //! - [`bootstrap`] finds the other servers and starts Raft once `bootstrap_expect` know each other.
+//! - [`membership`] (autopilot) has the leader add, promote and remove servers so the Raft
+//!   configuration follows the gossip pool; operators list and remove peers through it too.
 
 mod batcher;
 pub mod bootstrap;
 mod coalesce;
 pub mod election;
+pub mod membership;
 mod rpc_handler;
 pub use rpc_handler::ServerRpc;
 
