@@ -144,14 +144,16 @@ fn list_peers(raw: &[String]) -> Outcome {
 
 fn remove_peer(raw: &[String]) -> Outcome {
     let args = Args::parse(raw, &[("id", Kind::Value), ("address", Kind::Value)])?;
-    let query = match (args.value("id"), args.value("address")) {
-        (Some(id), None) => format!("id={id}"),
-        (None, Some(address)) => format!("address={address}"),
+    let (kind, value) = match (args.value("id"), args.value("address")) {
+        (Some(id), None) => ("id", id),
+        (None, Some(address)) => ("address", address),
         _ => return Err("Exactly one of -id or -address must be given.".into()),
     };
+    // The value goes into a query string: encode it, an address has a colon, an ID could be anything.
+    let query = serde_urlencoded::to_string([(kind, value)]).map_err(|e| format!("Error: {e}"))?;
     request(&agent(&args), "DELETE", &format!("/v1/operator/raft/peer?{query}"), b"")
         .map_err(|e| format!("Error removing peer: {e}"))?;
-    Ok(format!("Removed peer with {}\n", query.replace('=', " ")))
+    Ok(format!("Removed peer with {kind} {value:?}\n"))
 }
 
 /// `cairn keygen`: a new 32-byte gossip key, base64, from the operating system's randomness.

@@ -8,6 +8,7 @@
 mod agent;
 pub mod forward;
 mod kv;
+mod operator;
 mod query;
 mod status;
 
@@ -41,7 +42,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
 
 /// The state-backed routes, over one server.
 fn server_routes(server: Arc<Server>) -> Router {
-    Router::new().merge(kv::routes()).merge(status::routes()).with_state(server)
+    Router::new().merge(kv::routes()).merge(status::routes()).merge(operator::routes()).with_state(server)
 }
 
 /// A client agent's answer to every state-backed request: the answer of a server.

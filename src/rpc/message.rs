@@ -26,6 +26,9 @@ pub enum Request {
     Status,
     /// An HTTP API request a client agent forwards to a server (clients hold no state).
     Http(ForwardedHttp),
+    /// An operator's `DELETE /v1/operator/raft/peer` that reached a follower, forwarded to the
+    /// leader, which alone can change the Raft configuration.
+    RemovePeer(PeerRef),
 }
 
 impl Request {
@@ -39,6 +42,7 @@ impl Request {
             Request::ReadIndex => "ReadIndex",
             Request::Status => "Status",
             Request::Http(_) => "Http",
+            Request::RemovePeer(_) => "RemovePeer",
         }
     }
 }
@@ -53,6 +57,38 @@ pub enum Response {
     ReadIndex(Result<u64, LeaderError>),
     Status(ServerStatus),
     Http(ForwardedHttp),
+    RemovePeer(Result<(), MembershipError>),
+}
+
+/// How an operator names a server of the Raft configuration: by node ID or by RPC address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRef {
+    Id(String),
+    Address(String),
+}
+
+impl std::fmt::Display for PeerRef {
+    /// Consul's wording: `id "..."` or `address "..."`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerRef::Id(id) => write!(f, "id {id:?}"),
+            PeerRef::Address(address) => write!(f, "address {address:?}"),
+        }
+    }
+}
+
+/// Why a leader did not change the Raft configuration. In every case but `Leader(Timeout)`,
+/// nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MembershipError {
+    #[error(transparent)]
+    Leader(LeaderError),
+    /// openraft refused the change: another change is under way, or no voter would be left.
+    #[error("raft refused the membership change: {0}")]
+    Refused(String),
+    /// The server to remove is not in the configuration.
+    #[error("{0} was not found in the Raft configuration")]
+    NotFound(PeerRef),
 }
 
 /// An HTTP request or response carried over the server RPC port. Only what the API needs:

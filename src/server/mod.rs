@@ -9,11 +9,14 @@
 //!   reads whatever is applied locally and reports the time since the leader was last heard.
 //! - [`bootstrap`] starts Raft once gossip shows `bootstrap_expect` servers; [`election`] decides
 //!   when to call an election.
+//! - [`membership`] (autopilot) has the leader add, promote and remove servers so the Raft
+//!   configuration follows the gossip pool; operators list and remove peers through it too.
 
 mod batcher;
 pub mod bootstrap;
 mod coalesce;
 pub mod election;
+pub mod membership;
 mod rpc_handler;
 pub use rpc_handler::ServerRpc;
 

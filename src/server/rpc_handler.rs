@@ -43,6 +43,7 @@ impl Handler<Request, Response> for ServerRpc {
             Request::ReadIndex => Response::ReadIndex(server.read_index_for_peer().await),
             Request::Status => Response::Status(server.status().await),
             Request::Http(request) => Response::Http(crate::http::forward::serve(&self.api, request).await),
+            Request::RemovePeer(peer) => Response::RemovePeer(server.remove_peer_as_leader(&peer).await),
         }
     }
 }
