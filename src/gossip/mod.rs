@@ -315,6 +315,44 @@ impl KeyInfo {
     }
 }
 
+/// The cluster's answer to a keyring operation (`cairn keyring`, `/v1/operator/keyring`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyringReport {
+    /// Members alive or suspect when the operation started, this agent included: the answers
+    /// expected.
+    pub num_nodes: usize,
+    /// Every member that answered in time: its keys afterwards, or why the operation failed there.
+    pub responses: BTreeMap<String, Result<Vec<KeyInfo>, String>>,
+    /// Each key (base64): how many answering members have it installed.
+    pub keys: BTreeMap<String, usize>,
+    /// Each key (base64): how many answering members use it as their primary.
+    pub primary_keys: BTreeMap<String, usize>,
+}
+
+impl KeyringReport {
+    fn new(num_nodes: usize, responses: BTreeMap<String, Result<Vec<KeyInfo>, String>>) -> Self {
+        let mut keys = BTreeMap::new();
+        let mut primary_keys = BTreeMap::new();
+        for info in responses.values().filter_map(|r| r.as_ref().ok()).flatten() {
+            *keys.entry(info.key.clone()).or_insert(0) += 1;
+            if info.primary {
+                *primary_keys.entry(info.key.clone()).or_insert(0) += 1;
+            }
+        }
+        KeyringReport { num_nodes, responses, keys, primary_keys }
+    }
+
+    /// Expected members that did not answer in time.
+    pub fn num_missing(&self) -> usize {
+        self.num_nodes.saturating_sub(self.responses.len())
+    }
+
+    /// Members where the operation failed.
+    pub fn num_errors(&self) -> usize {
+        self.responses.values().filter(|r| r.is_err()).count()
+    }
+}
+
 /// Counters since start, and the membership by status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GossipStats {
@@ -441,6 +479,16 @@ impl Gossip {
     pub async fn keyring_local(&self, op: KeyringOp) -> Result<Vec<KeyInfo>, GossipError> {
         let (done, result) = oneshot::channel();
         self.command(driver::Command::Keyring { op, done }).await?;
+        result.await.map_err(|_| GossipError::ShutDown)?
+    }
+
+    /// Apply `op` here and on every member (Serf-query style: a broadcast carries it, each member
+    /// applies it and answers us directly), gathering answers until every member alive at the
+    /// start has answered or `timeout` elapses. Refused when gossip is not encrypted, as Consul.
+    /// Missing answers and per-member failures are in the report, not errors.
+    pub async fn keyring_op(&self, op: KeyringOp, timeout: Duration) -> Result<KeyringReport, GossipError> {
+        let (done, result) = oneshot::channel();
+        self.command(driver::Command::KeyringQuery { op, timeout, done }).await?;
         result.await.map_err(|_| GossipError::ShutDown)?
     }
 
