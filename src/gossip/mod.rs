@@ -9,13 +9,21 @@
 //! Parts, from the wire up:
 //! - [`wire`]: the hand-written, bounded, versioned datagram format and foca's `Codec`
 //!   ([`wire::decode_packet`] / [`wire::encode_packet`] are what `fuzz/` drives);
-//! - [`identity`]: foca's `Identity`, a name, address, metadata and generation;
-//! - [`keyring`]: AES-GCM sealing, the keyring and its `local.keyring` file;
-//! - `broadcast`: our custom broadcasts (leave intents) inside foca's dissemination;
-//! - `view`: the pure membership view (foca state + leave intents + reaping, mapping documented
-//!   there); `health`: Lifeguard-style local health;
+//! - [`identity`]: foca's `Identity`: name, address, metadata and a generation that grows on every
+//!   start (persisted) and on every false `Down` verdict, so the newer identity wins and rejoins;
+//! - [`keyring`]: AES-GCM sealing in memberlist's layout, the keyring and its `local.keyring`
+//!   file, Consul's `encrypt_verify_incoming/outgoing` rollout flags;
+//! - `broadcast`: our messages inside foca's custom broadcasts: leave intents and keyring queries;
+//! - `view`: the pure membership view. foca `Alive`/`Suspect`/`Down` become
+//!   [`MemberStatus::Alive`]/`Suspect`/`Failed`; a `Down` member with a leave intent for its
+//!   generation is `Left`; `Failed` members are reaped after `reconnect_timeout` (72 h), `Left` ones
+//!   after the tombstone timeout (24 h);
+//! - `health`: Lifeguard-style local health, a score 0..=8 raised by our own unanswered probes,
+//!   refuted suspicions and late timers, lowered by answered probes;
 //! - `driver`: the one task that owns `Foca`, fed by a UDP receive task, its own timer queue and
-//!   the commands of the [`Gossip`] handle.
+//!   the commands of the [`Gossip`] handle. It stretches probe and suspicion timers by
+//!   `1 + health score`, rescales foca's suspicion timeout and retransmissions with `log(n)` as the
+//!   cluster grows, joins by address, and answers keyring queries.
 //!
 //! Everything the rest of the agent uses is in this file; the rest is private or pure.
 
@@ -32,11 +40,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use keyring::{GossipKey, KeyError, Keyring, KeyringError};
-
-use serde::{Deserialize, Serialize};
 
 /// What an agent is in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
