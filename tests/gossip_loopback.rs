@@ -264,3 +264,48 @@ async fn unanswered_probes_lower_local_health() {
     assert!(agents[0].stats().local_health >= 1, "{:?}", agents[0].stats());
     shutdown_all(agents).await;
 }
+
+/// Keyring operations reach every member through one query and are reported per member:
+/// list, install, use, remove, a refused removal of the primary, and a member that stopped
+/// answering.
+#[tokio::test]
+async fn keyring_operations_cluster_wide() {
+    let names = ["s1", "s2", "c3", "c4"];
+    let mut agents = cluster(&names, Some(Keyring::new(key(1), []))).await;
+    for agent in &agents {
+        wait_membership(agent, "all four alive", all_alive(&names)).await;
+    }
+    let limit = Duration::from_secs(10);
+    let (k1, k2) = (key(1).to_base64(), key(2).to_base64());
+    let counts = |pairs: &[(&String, usize)]| pairs.iter().map(|(k, n)| ((*k).clone(), *n)).collect();
+
+    let listed = agents[0].keyring_op(KeyringOp::List, limit).await.unwrap();
+    assert_eq!((listed.num_nodes, listed.responses.len(), listed.num_errors()), (4, 4, 0));
+    assert_eq!(listed.keys, counts(&[(&k1, 4)]));
+    assert_eq!(listed.primary_keys, counts(&[(&k1, 4)]));
+
+    let installed = agents[1].keyring_op(KeyringOp::Install(key(2)), limit).await.unwrap();
+    assert_eq!(installed.keys, counts(&[(&k1, 4), (&k2, 4)]));
+    let used = agents[2].keyring_op(KeyringOp::Use(key(2)), limit).await.unwrap();
+    assert_eq!(used.primary_keys, counts(&[(&k2, 4)]));
+    let refused = agents[3].keyring_op(KeyringOp::Remove(key(2)), limit).await.unwrap();
+    assert_eq!((refused.responses.len(), refused.num_errors()), (4, 4), "{refused:?}");
+    let removed = agents[0].keyring_op(KeyringOp::Remove(key(1)), limit).await.unwrap();
+    assert_eq!(removed.keys, counts(&[(&k2, 4)]));
+    for agent in &agents {
+        assert_eq!(agent.keyring().unwrap().keys(), std::slice::from_ref(&key(2)));
+        wait_membership(agent, "still four alive", all_alive(&names)).await;
+    }
+
+    // A member that stopped is still listed alive for a moment: it is expected and missing.
+    agents.pop().unwrap().shutdown().await;
+    let partial = agents[0].keyring_op(KeyringOp::List, Duration::from_millis(500)).await.unwrap();
+    assert!(!partial.responses.contains_key("c4"));
+    assert_eq!(partial.responses.len(), 3);
+    assert_eq!(partial.num_missing(), partial.num_nodes - 3);
+
+    let plain = start("x8", None).await;
+    assert!(matches!(plain.keyring_op(KeyringOp::List, limit).await, Err(gossip::GossipError::EncryptionDisabled)));
+    plain.shutdown().await;
+    shutdown_all(agents).await;
+}

@@ -34,14 +34,17 @@ use tokio::time::Instant;
 use super::broadcast::{Handler, Inbox};
 use super::health::LocalHealth;
 use super::identity::NodeIdentity;
-use super::keyring::{Keyring, PacketCrypto};
+use super::keyring::{GossipKey, Keyring, PacketCrypto};
 use super::view::View;
 use super::wire::{
-    check_len, decode_packet, encode_broadcast, encode_packet, put_envelope, Broadcast, Kind, Packet, SwimPacket,
-    WireCodec, ENVELOPE_BYTES, MAX_BUILD_BYTES, MAX_DATACENTER_BYTES, MAX_NAME_BYTES, MAX_NODE_ID_BYTES,
-    MAX_PACKET_BYTES, MAX_SWIM_BODY_BYTES,
+    check_len, decode_packet, encode_broadcast, encode_packet, put_envelope, Broadcast, KeyringQuery, KeyringResponse,
+    Kind, Packet, Reply, SwimPacket, WireCodec, ENVELOPE_BYTES, MAX_BUILD_BYTES, MAX_DATACENTER_BYTES, MAX_ERROR_BYTES,
+    MAX_NAME_BYTES, MAX_NODE_ID_BYTES, MAX_PACKET_BYTES, MAX_SWIM_BODY_BYTES,
 };
-use super::{Gossip, GossipConfig, GossipError, GossipStats, GossipTiming, Handle, KeyInfo, KeyringOp, Membership};
+use super::{
+    Gossip, GossipConfig, GossipError, GossipStats, GossipTiming, Handle, KeyInfo, KeyringOp, KeyringReport,
+    MemberStatus, Membership,
+};
 use crate::io::udp::UdpSocket;
 use crate::storage::{Disk, DiskError};
 
@@ -52,6 +55,8 @@ const INBOUND_QUEUE: usize = 256;
 /// Our identity's generation, so a restarted agent comes back newer than the one the cluster
 /// remembers.
 const GENERATION_FILE: &str = "gossip.generation";
+/// Keyring queries this agent waits on at once.
+const MAX_PENDING_QUERIES: usize = 16;
 
 type Swim = Foca<NodeIdentity, WireCodec, SmallRng, Handler>;
 
@@ -61,6 +66,7 @@ pub(crate) enum Command {
     Leave { propagate: Duration, done: oneshot::Sender<()> },
     ForceLeave { name: String },
     Keyring { op: KeyringOp, done: oneshot::Sender<Result<Vec<KeyInfo>, GossipError>> },
+    KeyringQuery { op: KeyringOp, timeout: Duration, done: oneshot::Sender<Result<KeyringReport, GossipError>> },
     Shutdown,
 }
 
@@ -149,6 +155,8 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
         scaled_for: 1,
         disk: config.disk.clone(),
         joins: Vec::new(),
+        queries: Vec::new(),
+        replies: Vec::new(),
         leaving: None,
         left: false,
         membership_tx,
@@ -304,6 +312,22 @@ struct Leaving {
     done: oneshot::Sender<()>,
 }
 
+/// A keyring query we started, gathering answers.
+struct PendingQuery {
+    id: u64,
+    /// Members alive or suspect when it started, us included.
+    expected: BTreeSet<String>,
+    responses: BTreeMap<String, Result<Vec<KeyInfo>, String>>,
+    deadline: Instant,
+    done: oneshot::Sender<Result<KeyringReport, GossipError>>,
+}
+
+impl PendingQuery {
+    fn complete(&self, now: Instant) -> bool {
+        now >= self.deadline || self.expected.iter().all(|name| self.responses.contains_key(name))
+    }
+}
+
 struct Driver {
     foca: Swim,
     runtime: AccumulatingRuntime<NodeIdentity>,
@@ -325,6 +349,9 @@ struct Driver {
     scaled_for: usize,
     disk: Option<Arc<dyn Disk>>,
     joins: Vec<PendingJoin>,
+    queries: Vec<PendingQuery>,
+    /// Answers to others' queries, sent with the next flush.
+    replies: Vec<(SocketAddr, Reply)>,
     leaving: Option<Leaving>,
     left: bool,
     membership_tx: watch::Sender<Membership>,
@@ -374,6 +401,7 @@ impl Driver {
             Command::Keyring { op, done } => {
                 let _ = done.send(self.keyring_local(op));
             }
+            Command::KeyringQuery { op, timeout, done } => self.start_keyring_query(op, timeout, done, now),
             Command::Shutdown => {}
         }
     }
@@ -445,6 +473,82 @@ impl Driver {
         Ok(KeyInfo::list(&after))
     }
 
+    /// Apply `op` here, then ask every member through a broadcast. Our own answer is the first.
+    fn start_keyring_query(
+        &mut self,
+        op: KeyringOp,
+        timeout: Duration,
+        done: oneshot::Sender<Result<KeyringReport, GossipError>>,
+        now: Instant,
+    ) {
+        let refused = if self.crypto.keyring().is_none() {
+            Some(GossipError::EncryptionDisabled)
+        } else if self.left {
+            Some(GossipError::ShutDown)
+        } else if self.queries.len() >= MAX_PENDING_QUERIES {
+            Some(GossipError::Busy)
+        } else {
+            None
+        };
+        if let Some(error) = refused {
+            let _ = done.send(Err(error));
+            return;
+        }
+        let me = self.view.me().clone();
+        let local = self.keyring_local(op.clone()).map_err(|e| e.to_string());
+        let expected = self
+            .view
+            .membership()
+            .iter()
+            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+            .map(|m| m.name.clone())
+            .collect();
+        let id = crate::io::random_seed();
+        let query = KeyringQuery { id, origin: me.name().to_owned(), reply_to: me.addr(), op };
+        self.add_broadcast(&Broadcast::KeyringQuery(query));
+        // Out now rather than at the next gossip round.
+        if let Err(e) = self.foca.broadcast(&mut self.runtime) {
+            tracing::debug!(error = %e, "keyring query broadcast");
+        }
+        let responses = BTreeMap::from([(me.name().to_owned(), local)]);
+        self.queries.push(PendingQuery { id, expected, responses, deadline: now + timeout, done });
+    }
+
+    /// Someone's keyring query reached us: apply it and queue the answer.
+    fn answer_keyring_query(&mut self, query: KeyringQuery) {
+        if self.left || query.origin == self.view.me().name() {
+            // Our own query was applied when it was asked.
+            return;
+        }
+        let result = match self.keyring_local(query.op) {
+            Ok(_) => Ok(self.crypto.keyring().map(|ring| ring.keys().to_vec()).unwrap_or_default()),
+            Err(e) => Err(truncate(e.to_string(), MAX_ERROR_BYTES)),
+        };
+        let response = KeyringResponse { id: query.id, node: self.view.me().name().to_owned(), result };
+        self.replies.push((query.reply_to, Reply::Keyring(response)));
+    }
+
+    /// An answer to one of our queries, from a member we know.
+    fn on_keyring_response(&mut self, response: KeyringResponse) {
+        let known = response.node == self.view.me().name() || self.view.other(&response.node).is_some();
+        let Some(query) = self.queries.iter_mut().find(|q| q.id == response.id) else { return };
+        if known {
+            let keys = |keys: Vec<GossipKey>| {
+                keys.iter().enumerate().map(|(i, k)| KeyInfo { key: k.to_base64(), primary: i == 0 }).collect()
+            };
+            query.responses.insert(response.node, response.result.map(keys));
+        }
+    }
+
+    fn finish_queries(&mut self, now: Instant) {
+        let (finished, waiting) = std::mem::take(&mut self.queries).into_iter().partition(|q| q.complete(now));
+        self.queries = waiting;
+        for query in finished {
+            let report = KeyringReport::new(query.expected.len(), query.responses);
+            let _ = query.done.send(Ok(report));
+        }
+    }
+
     fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
         if self.left {
             return;
@@ -459,6 +563,10 @@ impl Driver {
         };
         let packet = match decode_packet(&plain) {
             Ok(Packet::Swim(packet)) if names_present(&packet) => packet,
+            Ok(Packet::Reply(Reply::Keyring(response))) => {
+                self.on_keyring_response(response);
+                return;
+            }
             Ok(Packet::Swim(_)) => {
                 bump(&self.counters.dropped_decode, 1);
                 return;
@@ -578,6 +686,7 @@ impl Driver {
         for broadcast in self.inbox.drain() {
             match broadcast {
                 Broadcast::LeaveIntent { name, generation } => self.view.record_leave_intent(&name, generation),
+                Broadcast::KeyringQuery(query) => self.answer_keyring_query(query),
                 Broadcast::Unknown { .. } => {}
             }
         }
@@ -589,8 +698,18 @@ impl Driver {
         self.rescale();
         self.counters.local_health.store(self.health.score(), Ordering::Relaxed);
         while let Some((to, body)) = self.runtime.to_send() {
-            self.send(to.addr(), &body).await;
+            let mut plain = Vec::with_capacity(ENVELOPE_BYTES + body.len());
+            put_envelope(&mut plain, Kind::Swim);
+            plain.extend_from_slice(&body);
+            self.send(to.addr(), &plain).await;
         }
+        for (to, reply) in std::mem::take(&mut self.replies) {
+            match encode_packet(&Packet::Reply(reply)) {
+                Ok(plain) => self.send(to, &plain).await,
+                Err(e) => tracing::warn!(error = %e, "keyring answer not sent"),
+            }
+        }
+        self.finish_queries(Instant::now());
         // Answered only once what it changed is published and sent.
         if self.leaving.is_some() && self.leave_propagated(Instant::now()) {
             if let Some(leaving) = self.leaving.take() {
@@ -649,11 +768,9 @@ impl Driver {
         }
     }
 
-    async fn send(&mut self, to: SocketAddr, body: &[u8]) {
-        let mut plain = Vec::with_capacity(ENVELOPE_BYTES + body.len());
-        put_envelope(&mut plain, Kind::Swim);
-        plain.extend_from_slice(body);
-        let datagram = self.crypto.outgoing(&plain);
+    /// Seal (if configured) and send one plaintext datagram, envelope included.
+    async fn send(&mut self, to: SocketAddr, plain: &[u8]) {
+        let datagram = self.crypto.outgoing(plain);
         match self.socket.send_to(&datagram, to).await {
             Ok(len) => {
                 bump(&self.counters.packets_out, 1);
@@ -665,6 +782,18 @@ impl Driver {
             }
         }
     }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// Every identity in a packet must have a name, except the placeholder an announce is sent to.

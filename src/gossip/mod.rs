@@ -9,13 +9,21 @@
 //! Parts, from the wire up:
 //! - [`wire`]: the hand-written, bounded, versioned datagram format and foca's `Codec`
 //!   ([`wire::decode_packet`] / [`wire::encode_packet`] are what `fuzz/` drives);
-//! - [`identity`]: foca's `Identity`, a name, address, metadata and generation;
-//! - [`keyring`]: AES-GCM sealing, the keyring and its `local.keyring` file;
-//! - `broadcast`: our custom broadcasts (leave intents) inside foca's dissemination;
-//! - `view`: the pure membership view (foca state + leave intents + reaping, mapping documented
-//!   there); `health`: Lifeguard-style local health;
+//! - [`identity`]: foca's `Identity`: name, address, metadata and a generation that grows on every
+//!   start (persisted) and on every false `Down` verdict, so the newer identity wins and rejoins;
+//! - [`keyring`]: AES-GCM sealing in memberlist's layout, the keyring and its `local.keyring`
+//!   file, Consul's `encrypt_verify_incoming/outgoing` rollout flags;
+//! - `broadcast`: our messages inside foca's custom broadcasts: leave intents and keyring queries;
+//! - `view`: the pure membership view. foca `Alive`/`Suspect`/`Down` become
+//!   [`MemberStatus::Alive`]/`Suspect`/`Failed`; a `Down` member with a leave intent for its
+//!   generation is `Left`; `Failed` members are reaped after `reconnect_timeout` (72 h), `Left` ones
+//!   after the tombstone timeout (24 h);
+//! - `health`: Lifeguard-style local health, a score 0..=8 raised by our own unanswered probes,
+//!   refuted suspicions and late timers, lowered by answered probes;
 //! - `driver`: the one task that owns `Foca`, fed by a UDP receive task, its own timer queue and
-//!   the commands of the [`Gossip`] handle.
+//!   the commands of the [`Gossip`] handle. It stretches probe and suspicion timers by
+//!   `1 + health score`, rescales foca's suspicion timeout and retransmissions with `log(n)` as the
+//!   cluster grows, joins by address, and answers keyring queries.
 //!
 //! Everything the rest of the agent uses is in this file; the rest is private or pure.
 
@@ -32,11 +40,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use keyring::{GossipKey, KeyError, Keyring, KeyringError};
-
-use serde::{Deserialize, Serialize};
 
 /// What an agent is in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -319,6 +326,44 @@ impl KeyInfo {
     }
 }
 
+/// The cluster's answer to a keyring operation (`cairn keyring`, `/v1/operator/keyring`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyringReport {
+    /// Members alive or suspect when the operation started, this agent included: the answers
+    /// expected.
+    pub num_nodes: usize,
+    /// Every member that answered in time: its keys afterwards, or why the operation failed there.
+    pub responses: BTreeMap<String, Result<Vec<KeyInfo>, String>>,
+    /// Each key (base64): how many answering members have it installed.
+    pub keys: BTreeMap<String, usize>,
+    /// Each key (base64): how many answering members use it as their primary.
+    pub primary_keys: BTreeMap<String, usize>,
+}
+
+impl KeyringReport {
+    fn new(num_nodes: usize, responses: BTreeMap<String, Result<Vec<KeyInfo>, String>>) -> Self {
+        let mut keys = BTreeMap::new();
+        let mut primary_keys = BTreeMap::new();
+        for info in responses.values().filter_map(|r| r.as_ref().ok()).flatten() {
+            *keys.entry(info.key.clone()).or_insert(0) += 1;
+            if info.primary {
+                *primary_keys.entry(info.key.clone()).or_insert(0) += 1;
+            }
+        }
+        KeyringReport { num_nodes, responses, keys, primary_keys }
+    }
+
+    /// Expected members that did not answer in time.
+    pub fn num_missing(&self) -> usize {
+        self.num_nodes.saturating_sub(self.responses.len())
+    }
+
+    /// Members where the operation failed.
+    pub fn num_errors(&self) -> usize {
+        self.responses.values().filter(|r| r.is_err()).count()
+    }
+}
+
 /// Counters since start, and the membership by status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GossipStats {
@@ -445,6 +490,16 @@ impl Gossip {
     pub async fn keyring_local(&self, op: KeyringOp) -> Result<Vec<KeyInfo>, GossipError> {
         let (done, result) = oneshot::channel();
         self.command(driver::Command::Keyring { op, done }).await?;
+        result.await.map_err(|_| GossipError::ShutDown)?
+    }
+
+    /// Apply `op` here and on every member (Serf-query style: a broadcast carries it, each member
+    /// applies it and answers us directly), gathering answers until every member alive at the
+    /// start has answered or `timeout` elapses. Refused when gossip is not encrypted, as Consul.
+    /// Missing answers and per-member failures are in the report, not errors.
+    pub async fn keyring_op(&self, op: KeyringOp, timeout: Duration) -> Result<KeyringReport, GossipError> {
+        let (done, result) = oneshot::channel();
+        self.command(driver::Command::KeyringQuery { op, timeout, done }).await?;
         result.await.map_err(|_| GossipError::ShutDown)?
     }
 

@@ -13,6 +13,8 @@
 //!   a header, then (for messages that piggyback) a `u16` count of member updates and the
 //!   updates, then custom broadcasts, each framed by foca as `[u16 length][item]`; an item is
 //!   a [`Broadcast`], `[tag][fields]`.
+//! - `0x02` reply: a [`Reply`] sent straight back to the origin of a query broadcast
+//!   (Serf-query style), `[tag][fields]`.
 //!
 //! Every integer is big-endian. Every string is `[u8 length][UTF-8 bytes]` with its own bound
 //! ([`MAX_NAME_BYTES`] and friends), every count is bounded ([`MAX_UPDATES_PER_PACKET`],
@@ -31,7 +33,8 @@ use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, Message, State};
 
 use super::identity::NodeIdentity;
-use super::{MemberMeta, Role};
+use super::keyring::{GossipKey, MAX_KEYS};
+use super::{KeyringOp, MemberMeta, Role};
 
 /// The largest datagram sent or accepted, sealed or not: below a 1500-byte Ethernet MTU with room
 /// for IP and UDP headers (and IPv6's larger one).
@@ -55,6 +58,8 @@ pub const MAX_BUILD_BYTES: usize = 32;
 pub const MAX_UPDATES_PER_PACKET: usize = 64;
 /// Custom broadcasts in one datagram (each at least three bytes with its length prefix).
 pub const MAX_BROADCASTS_PER_PACKET: usize = 64;
+/// An error message in a reply.
+pub const MAX_ERROR_BYTES: usize = 200;
 
 /// Format version 1, with the `0xC` magic in the high nibble.
 pub const WIRE_VERSION: u8 = 0xC1;
@@ -66,12 +71,15 @@ const MAGIC_NIBBLE: u8 = 0xC0;
 pub enum Kind {
     /// A foca datagram.
     Swim = 0x01,
+    /// An answer to a query broadcast.
+    Reply = 0x02,
 }
 
 impl Kind {
     fn from_byte(byte: u8) -> Result<Kind, WireError> {
         match byte {
             0x01 => Ok(Kind::Swim),
+            0x02 => Ok(Kind::Reply),
             other => Err(WireError::UnknownKind(other)),
         }
     }
@@ -100,6 +108,8 @@ pub enum WireError {
     TooMany { what: &'static str, count: usize, max: usize },
     #[error("malformed packet: {0}")]
     Malformed(&'static str),
+    #[error("gossip key of {len} bytes")]
+    BadKey { len: usize },
     /// Encoding only: the item does not fit in the space foca left for it.
     #[error("no room in the packet for this item")]
     NoRoom,
@@ -109,6 +119,7 @@ pub enum WireError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
     Swim(SwimPacket),
+    Reply(Reply),
 }
 
 /// A foca datagram, decoded the way foca reads it.
@@ -126,11 +137,42 @@ pub enum Broadcast {
     /// `name` at `generation` is leaving (or was force-left): when the cluster declares that
     /// identity down it is `Left`, not `Failed`.
     LeaveIntent { name: String, generation: u64 },
+    /// Apply a keyring operation and answer the origin (`cairn keyring`).
+    KeyringQuery(KeyringQuery),
     /// A broadcast a newer agent understands and this one does not; ignored, not relayed.
     Unknown { tag: u8, body: Vec<u8> },
 }
 
+/// A keyring operation for every member; each applies it and replies to `reply_to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringQuery {
+    /// Random; with `origin` it identifies the query.
+    pub id: u64,
+    /// The node name of the agent that asked.
+    pub origin: String,
+    pub reply_to: SocketAddr,
+    pub op: KeyringOp,
+}
+
+/// A direct answer to a query broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Keyring(KeyringResponse),
+}
+
+/// One member's answer to a [`KeyringQuery`]: its keys afterwards (primary first), or why the
+/// operation failed there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyringResponse {
+    pub id: u64,
+    pub node: String,
+    pub result: Result<Vec<GossipKey>, String>,
+}
+
 const TAG_LEAVE_INTENT: u8 = 0x01;
+const TAG_KEYRING_QUERY: u8 = 0x02;
+const KNOWN_BROADCAST_TAGS: [u8; 2] = [TAG_LEAVE_INTENT, TAG_KEYRING_QUERY];
+const TAG_REPLY_KEYRING: u8 = 0x01;
 
 // ---------------------------------------------------------------------------------------------
 // Entry points
@@ -140,6 +182,7 @@ pub fn decode_packet(bytes: &[u8]) -> Result<Packet, WireError> {
     let (kind, body) = split_envelope(bytes)?;
     match kind {
         Kind::Swim => decode_swim_body(body).map(Packet::Swim),
+        Kind::Reply => decode_reply(body).map(Packet::Reply),
     }
 }
 
@@ -150,6 +193,10 @@ pub fn encode_packet(packet: &Packet) -> Result<Vec<u8>, WireError> {
         Packet::Swim(swim) => {
             put_envelope(&mut out, Kind::Swim);
             encode_swim_body(swim, &mut out)?;
+        }
+        Packet::Reply(reply) => {
+            put_envelope(&mut out, Kind::Reply);
+            write_reply(&mut out, reply)?;
         }
     }
     if out.len() > MAX_PACKET_BYTES {
@@ -188,6 +235,12 @@ pub fn decode_broadcast(bytes: &[u8]) -> Result<Broadcast, WireError> {
         TAG_LEAVE_INTENT => {
             Broadcast::LeaveIntent { name: r.string("node name", MAX_NAME_BYTES)?, generation: r.u64()? }
         }
+        TAG_KEYRING_QUERY => Broadcast::KeyringQuery(KeyringQuery {
+            id: r.u64()?,
+            origin: r.string("node name", MAX_NAME_BYTES)?,
+            reply_to: read_addr(&mut r)?,
+            op: read_keyring_op(&mut r)?,
+        }),
         // Bounded by the item, itself bounded by the datagram.
         tag => Broadcast::Unknown { tag, body: r.rest().to_vec() },
     };
@@ -204,8 +257,15 @@ pub fn encode_broadcast(broadcast: &Broadcast) -> Result<Vec<u8>, WireError> {
             put_string(&mut out, "node name", name, MAX_NAME_BYTES)?;
             out.extend_from_slice(&generation.to_be_bytes());
         }
+        Broadcast::KeyringQuery(query) => {
+            out.push(TAG_KEYRING_QUERY);
+            out.put_u64(query.id);
+            put_string(&mut out, "node name", &query.origin, MAX_NAME_BYTES)?;
+            write_addr(&mut out, query.reply_to);
+            write_keyring_op(&mut out, &query.op);
+        }
         Broadcast::Unknown { tag, body } => {
-            if *tag == TAG_LEAVE_INTENT {
+            if KNOWN_BROADCAST_TAGS.contains(tag) {
                 return Err(WireError::Malformed("unknown broadcast with a known tag"));
             }
             out.push(*tag);
@@ -297,6 +357,107 @@ fn encode_swim_body(packet: &SwimPacket, out: &mut Vec<u8>) -> Result<(), WireEr
         out.extend_from_slice(&item);
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replies and keyring operations
+
+fn decode_reply(body: &[u8]) -> Result<Reply, WireError> {
+    let mut r = Reader::new(body);
+    let reply = match r.u8()? {
+        TAG_REPLY_KEYRING => {
+            let id = r.u64()?;
+            let node = r.string("node name", MAX_NAME_BYTES)?;
+            let result = match r.u8()? {
+                0 => {
+                    let count = usize::from(r.u8()?);
+                    if count == 0 || count > MAX_KEYS {
+                        return Err(WireError::TooMany { what: "keys", count, max: MAX_KEYS });
+                    }
+                    let mut keys = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        keys.push(read_key(&mut r)?);
+                    }
+                    Ok(keys)
+                }
+                1 => Err(r.string("error", MAX_ERROR_BYTES)?),
+                tag => return Err(WireError::UnknownTag { what: "keyring result", tag }),
+            };
+            Reply::Keyring(KeyringResponse { id, node, result })
+        }
+        tag => return Err(WireError::UnknownTag { what: "reply", tag }),
+    };
+    r.finish()?;
+    Ok(reply)
+}
+
+fn write_reply(out: &mut Vec<u8>, reply: &Reply) -> Result<(), WireError> {
+    match reply {
+        Reply::Keyring(response) => {
+            out.push(TAG_REPLY_KEYRING);
+            out.put_u64(response.id);
+            put_string(out, "node name", &response.node, MAX_NAME_BYTES)?;
+            match &response.result {
+                Ok(keys) => {
+                    if keys.is_empty() || keys.len() > MAX_KEYS {
+                        return Err(WireError::TooMany { what: "keys", count: keys.len(), max: MAX_KEYS });
+                    }
+                    out.push(0);
+                    out.push(keys.len() as u8);
+                    for key in keys {
+                        write_key(out, key);
+                    }
+                }
+                Err(message) => {
+                    out.push(1);
+                    put_string(out, "error", message, MAX_ERROR_BYTES)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_keyring_op(out: &mut Vec<u8>, op: &KeyringOp) {
+    match op {
+        KeyringOp::List => out.push(0),
+        KeyringOp::Install(key) => {
+            out.push(1);
+            write_key(out, key);
+        }
+        KeyringOp::Use(key) => {
+            out.push(2);
+            write_key(out, key);
+        }
+        KeyringOp::Remove(key) => {
+            out.push(3);
+            write_key(out, key);
+        }
+    }
+}
+
+fn read_keyring_op(r: &mut Reader<'_>) -> Result<KeyringOp, WireError> {
+    Ok(match r.u8()? {
+        0 => KeyringOp::List,
+        1 => KeyringOp::Install(read_key(r)?),
+        2 => KeyringOp::Use(read_key(r)?),
+        3 => KeyringOp::Remove(read_key(r)?),
+        tag => return Err(WireError::UnknownTag { what: "keyring operation", tag }),
+    })
+}
+
+fn write_key(out: &mut Vec<u8>, key: &GossipKey) {
+    out.push(key.as_bytes().len() as u8);
+    out.extend_from_slice(key.as_bytes());
+}
+
+fn read_key(r: &mut Reader<'_>) -> Result<GossipKey, WireError> {
+    let len = usize::from(r.u8()?);
+    // Checked before reading: at most 32 bytes are copied.
+    if !matches!(len, 16 | 24 | 32) {
+        return Err(WireError::BadKey { len });
+    }
+    GossipKey::from_bytes(r.bytes(len)?).map_err(|_| WireError::BadKey { len })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -660,10 +821,38 @@ pub(crate) mod strategies {
         })
     }
 
+    pub fn key() -> impl Strategy<Value = GossipKey> {
+        (prop_oneof![Just(16usize), Just(24), Just(32)], any::<[u8; 32]>())
+            .prop_map(|(len, bytes)| GossipKey::from_bytes(&bytes[..len]).unwrap())
+    }
+
+    pub fn keyring_op() -> impl Strategy<Value = KeyringOp> {
+        prop_oneof![
+            Just(KeyringOp::List),
+            key().prop_map(KeyringOp::Install),
+            key().prop_map(KeyringOp::Use),
+            key().prop_map(KeyringOp::Remove),
+        ]
+    }
+
+    pub fn reply() -> impl Strategy<Value = Reply> {
+        let result =
+            prop_oneof![proptest::collection::vec(key(), 1..=MAX_KEYS).prop_map(Ok), "[a-z é]{0,60}".prop_map(Err),];
+        (any::<u64>(), "[a-z0-9-]{1,40}", result)
+            .prop_map(|(id, node, result)| Reply::Keyring(KeyringResponse { id, node, result }))
+    }
+
+    pub fn packet() -> impl Strategy<Value = Packet> {
+        prop_oneof![swim_packet().prop_map(Packet::Swim), reply().prop_map(Packet::Reply)]
+    }
+
     pub fn broadcast() -> impl Strategy<Value = Broadcast> {
         prop_oneof![
             ("[a-z0-9é-]{1,40}", any::<u64>())
                 .prop_map(|(name, generation)| Broadcast::LeaveIntent { name, generation }),
+            (any::<u64>(), "[a-z0-9-]{1,30}", addr(), keyring_op()).prop_map(|(id, origin, reply_to, op)| {
+                Broadcast::KeyringQuery(KeyringQuery { id, origin, reply_to, op })
+            }),
             (0x40u8.., proptest::collection::vec(any::<u8>(), 0..40))
                 .prop_map(|(tag, body)| Broadcast::Unknown { tag, body }),
         ]
@@ -823,6 +1012,24 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    /// Key lists in replies are bounded and keys must have an AES length.
+    #[test]
+    fn reply_bounds() {
+        let key = GossipKey::from_bytes(&[7; 16]).unwrap();
+        let reply = |result| Packet::Reply(Reply::Keyring(KeyringResponse { id: 9, node: "a".into(), result }));
+        assert!(matches!(encode_packet(&reply(Ok(vec![]))), Err(WireError::TooMany { what: "keys", .. })));
+        assert!(matches!(encode_packet(&reply(Ok(vec![key.clone(); MAX_KEYS + 1]))), Err(WireError::TooMany { .. })));
+
+        let mut bytes = encode_packet(&reply(Ok(vec![key]))).unwrap();
+        // envelope 2, tag 1, id 8, name 2, result tag 1: then the count, then the key length.
+        let count_at = 2 + 1 + 8 + 2 + 1;
+        bytes[count_at] = MAX_KEYS as u8 + 1;
+        assert_eq!(decode_packet(&bytes), Err(WireError::TooMany { what: "keys", count: MAX_KEYS + 1, max: MAX_KEYS }));
+        bytes[count_at] = 1;
+        bytes[count_at + 1] = 20;
+        assert_eq!(decode_packet(&bytes), Err(WireError::BadKey { len: 20 }));
+    }
+
     proptest! {
         #[test]
         fn identity_round_trips(id in identity()) {
@@ -858,8 +1065,7 @@ mod tests {
         }
 
         #[test]
-        fn packet_round_trips(p in swim_packet()) {
-            let packet = Packet::Swim(p);
+        fn packet_round_trips(packet in packet()) {
             match encode_packet(&packet) {
                 Ok(bytes) => prop_assert_eq!(decode_packet(&bytes).unwrap(), packet),
                 Err(WireError::Oversize { .. }) => {}
@@ -877,11 +1083,11 @@ mod tests {
         /// deeper than uniform noise.
         #[test]
         fn mutated_packets_never_panic(
-            p in swim_packet(),
+            p in packet(),
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
             cut in any::<prop::sample::Index>(),
         ) {
-            let Ok(mut bytes) = encode_packet(&Packet::Swim(p)) else { return Ok(()) };
+            let Ok(mut bytes) = encode_packet(&p) else { return Ok(()) };
             for (at, value) in flips {
                 let i = at.index(bytes.len());
                 bytes[i] = value;
