@@ -33,6 +33,10 @@
 //!   and `consistent` go through a read-index barrier confirmed by a quorum, shared by concurrent
 //!   reads; `stale` reads locally and reports the last leader contact), and bootstraps the cluster
 //!   once `bootstrap_expect` servers know each other.
+//! - [`reconcile`]: the leader keeps the catalog in step with the gossip pool (each member a node
+//!   with a `serfHealth` check, servers with the `consul` service; members that leave are
+//!   deregistered), as Consul's leader does. The Raft configuration follows gossip the same way,
+//!   through [`server::membership`] (autopilot).
 //! - [`http`]: the `/v1/...` API, an axum router over [`server`]. Consul's JSON shapes and headers.
 //! - [`io`]: the thin shell over the runtime: the openraft runtime adapter, the seeded randomness
 //!   source, socket shims. `cfg(madsim)` appears only here (and in `sim/`), so the same agent code runs
@@ -51,6 +55,7 @@ pub mod http;
 pub mod io;
 pub mod node;
 pub mod raft;
+pub mod reconcile;
 pub mod rpc;
 pub mod server;
 pub mod state;
