@@ -40,6 +40,10 @@
 //!   [`gossip::Membership`] view that the agent, the server's bootstrap and client forwarding read.
 //! - [`agent`]: the local agent, server or client: its name, its place in gossip, and its backend
 //!   (a server answers from its own state, a client forwards to a server gossip shows); `-join`.
+//! - [`reconcile`]: the leader keeps the catalog in step with the gossip pool (each member a node
+//!   with a `serfHealth` check, servers with the `consul` service; members that leave are
+//!   deregistered), as Consul's leader does. The Raft configuration follows gossip the same way,
+//!   through [`server::membership`] (autopilot). Neither loop is started by [`node`] yet.
 //! - [`http`]: the `/v1/...` API, an axum router over [`agent`]: `/v1/agent/*` from the agent,
 //!   the rest from [`server`] (or forwarded by a client). Consul's JSON shapes and headers.
 //! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,
@@ -61,6 +65,7 @@ pub mod http;
 pub mod io;
 pub mod node;
 pub mod raft;
+pub mod reconcile;
 pub mod rpc;
 pub mod server;
 pub mod state;

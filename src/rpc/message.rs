@@ -83,7 +83,12 @@ impl std::fmt::Display for PeerRef {
 pub enum MembershipError {
     #[error(transparent)]
     Leader(LeaderError),
-    /// openraft refused the change: another change is under way, or no voter would be left.
+    /// Another configuration change is still committing (openraft takes one at a time). Worth
+    /// retrying shortly.
+    #[error("another Raft configuration change is in progress")]
+    InProgress,
+    /// openraft refused the change for good: no voter would be left, or the server to promote is
+    /// not a learner.
     #[error("raft refused the membership change: {0}")]
     Refused(String),
     /// The server to remove is not in the configuration.

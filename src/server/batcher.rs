@@ -50,6 +50,28 @@ impl Batcher {
         }
         outcome.await.unwrap_or_else(|_| Err(LeaderError::Stopped("the write batcher dropped a write".into())))
     }
+
+    /// Queue `commands` in order, then wait for all their outcomes (in the same order). Queued
+    /// together, they share batches: consecutive commands land in one entry, in order, up to the
+    /// batch limits, without a task per write.
+    pub async fn submit_all(&self, commands: Vec<Command>) -> Vec<Result<WriteReply, LeaderError>> {
+        let mut pending = Vec::with_capacity(commands.len());
+        for command in commands {
+            let (reply, outcome) = oneshot::channel();
+            let queued = self.queue.send((command, reply)).await.is_ok();
+            pending.push(queued.then_some(outcome));
+        }
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for outcome in pending {
+            outcomes.push(match outcome {
+                None => Err(LeaderError::Stopped("the write batcher stopped".into())),
+                Some(outcome) => outcome
+                    .await
+                    .unwrap_or_else(|_| Err(LeaderError::Stopped("the write batcher dropped a write".into()))),
+            });
+        }
+        outcomes
+    }
 }
 
 async fn run(raft: Raft, mut pending: mpsc::Receiver<(Command, Reply)>, commit_timeout: Duration) {

@@ -37,7 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -385,9 +385,17 @@ async fn reconcile_once(server: &Server, gossip: &Membership, settings: &Autopil
             }
         };
         tracing::info!(server = %name, action = %action, "autopilot: changing the Raft configuration");
-        if let Err(e) = server.change_membership(&action).await {
-            tracing::warn!(server = %name, action = %action, error = %e, "autopilot: change failed; will retry");
-            return;
+        match server.change_membership(&action).await {
+            Ok(()) => {}
+            // An operator's change, or one of ours that timed out, is still committing.
+            Err(e @ MembershipError::InProgress) => {
+                tracing::debug!(server = %name, action = %action, error = %e, "autopilot: will retry");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(server = %name, action = %action, error = %e, "autopilot: change failed; will retry");
+                return;
+            }
         }
     }
 }
@@ -430,9 +438,9 @@ pub enum RemovePeerError {
     /// No server in the configuration matches. Nothing changed.
     #[error("{0} was not found in the Raft configuration")]
     NotFound(PeerRef),
-    /// openraft refused the change (another is under way, or no voter would be left). Nothing
-    /// changed.
-    #[error("raft refused the membership change: {0}")]
+    /// openraft refused the change (no voter would be left, or another change was still under
+    /// way when the hold timeout ran out). Nothing changed.
+    #[error("{0}")]
     Refused(String),
     #[error(transparent)]
     Server(#[from] ServerError),
@@ -471,13 +479,17 @@ impl Server {
             };
             match attempt {
                 Ok(()) => return Ok(()),
-                Err(MembershipError::Leader(LeaderError::NotLeader { .. })) if Instant::now() < deadline => {
+                // Both pass: a leader appears, a change under way (autopilot's, say) commits.
+                Err(MembershipError::Leader(LeaderError::NotLeader { .. }) | MembershipError::InProgress)
+                    if Instant::now() < deadline =>
+                {
                     self.wait_for_leader_change(deadline).await
                 }
+                Err(e @ MembershipError::InProgress) => return Err(RemovePeerError::Refused(e.to_string())),
                 Err(MembershipError::Leader(LeaderError::NotLeader { .. })) => return Err(ServerError::NoLeader.into()),
                 Err(MembershipError::Leader(LeaderError::Timeout)) => return Err(ServerError::Indeterminate.into()),
                 Err(MembershipError::Leader(LeaderError::Stopped(why))) => return Err(ServerError::Stopped(why).into()),
-                Err(MembershipError::Refused(why)) => return Err(RemovePeerError::Refused(why)),
+                Err(e @ MembershipError::Refused(_)) => return Err(RemovePeerError::Refused(e.to_string())),
                 Err(MembershipError::NotFound(peer)) => return Err(RemovePeerError::NotFound(peer)),
             }
         }
@@ -540,6 +552,9 @@ impl Server {
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(MembershipError::Leader(LeaderError::NotLeader { leader: f.leader_node }))
             }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                ChangeMembershipError::InProgress(_),
+            )))) => Err(MembershipError::InProgress),
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
                 Err(MembershipError::Refused(e.to_string()))
             }

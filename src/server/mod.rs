@@ -223,6 +223,14 @@ impl Server {
         self.batcher.submit(command).await
     }
 
+    /// Submit `commands` to the local Raft, which must lead, and wait for every outcome, in order.
+    /// They are queued together so they share log entries: a leader reconciling many nodes
+    /// appends a few entries, not one per node. Commands in different entries may commit in
+    /// either order; a caller whose commands depend on each other submits them in separate calls.
+    pub async fn write_all_as_leader(&self, commands: Vec<Command>) -> Vec<Result<WriteReply, LeaderError>> {
+        self.batcher.submit_all(commands).await
+    }
+
     async fn forward_write(&self, leader: &ServerInfo, command: &Command) -> Result<WriteReply, LeaderError> {
         let Some(addr) = leader.socket_addr() else { return Err(LeaderError::NotLeader { leader: None }) };
         let request = Request::Write(command.clone());

@@ -1,19 +1,21 @@
-//! The autopilot leader loop on two real servers in this process (127.0.0.1, ephemeral ports),
-//! fed a hand-made gossip view: the loop adds the second server as a learner, promotes it once
-//! caught up, and removes it when it leaves; an operator's removal sent to the follower is
-//! forwarded to the leader.
+//! The leader loops on real servers in this process (127.0.0.1, ephemeral ports), fed a
+//! hand-made gossip view: autopilot adds a second server as a learner, promotes it once caught
+//! up, and removes it when it leaves (an operator's removal sent to the follower is forwarded to
+//! the leader); catalog reconciliation registers members and follows their health.
 
 mod common;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::config::{AgentConfig, GossipSettings, LogLevel, Ports, RaftSettings};
 use cairn::gossip::{Member, MemberMeta, MemberStatus, Membership, Role};
 use cairn::node::NodeHandle;
+use cairn::reconcile;
 use cairn::server::membership::{self, AutopilotSettings, RaftConfiguration};
 use cairn::server::Server;
+use cairn::state::{CheckStatus, SERF_HEALTH_CHECK_ID};
 use cairn::storage::MemDisk;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -63,14 +65,18 @@ async fn start(name: &str, bootstrap: bool) -> NodeHandle {
 fn member_of(server: &Server, status: MemberStatus) -> Member {
     let info = server.info();
     let lan = info.lan_socket_addr().expect("a LAN address");
+    member(&info.name, &info.node_id, lan, info.socket_addr().map(|rpc| rpc.port()), status)
+}
+
+fn member(name: &str, node_id: &str, addr: SocketAddr, server_port: Option<u16>, status: MemberStatus) -> Member {
     Member {
-        name: info.name.clone(),
-        addr: lan,
+        name: name.into(),
+        addr,
         meta: MemberMeta {
-            role: Role::Server,
+            role: if server_port.is_some() { Role::Server } else { Role::Client },
             datacenter: "dc1".into(),
-            node_id: info.node_id.clone(),
-            server_port: info.socket_addr().map(|rpc| rpc.port()),
+            node_id: node_id.into(),
+            server_port,
             build: "0.1.0".into(),
             protocol: 2,
         },
@@ -141,5 +147,54 @@ async fn the_configuration_follows_gossip() {
 
     autopilot.abort();
     b.shutdown().await;
+    a.shutdown().await;
+}
+
+/// The serfHealth status of `node` in `server`'s catalog, `None` if the node is not there.
+fn serf_health(server: &Server, node: &str) -> Option<CheckStatus> {
+    let state = server.state().read();
+    state.catalog().node(node)?;
+    Some(state.catalog().check(node, SERF_HEALTH_CHECK_ID).map_or(CheckStatus::Maintenance, |c| c.status))
+}
+
+async fn wait_for_health(server: &Server, node: &str, expected: Option<CheckStatus>, what: &str) {
+    let deadline = Instant::now() + LIMIT;
+    let mut applied = server.state().subscribe();
+    while serf_health(server, node) != expected {
+        let now = Instant::now();
+        assert!(now < deadline, "timed out waiting for {what}: {:?}", serf_health(server, node));
+        let _ = tokio::time::timeout(deadline - now, applied.changed()).await;
+    }
+}
+
+/// The leader registers itself (with the consul service) and a client member as gossip reports
+/// them, turns the client critical when it fails and back when it returns, and deregisters it
+/// once it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_follows_gossip() {
+    let a = start("a", true).await;
+    let a_server = a.server.clone().expect("a server");
+    let client_addr = SocketAddr::from(([10, 0, 0, 9], 8301));
+    let client = |status| member("c1", "00000000-0000-4000-8000-000000000009", client_addr, None, status);
+    let gossip = |status| Membership::from_members([member_of(&a_server, MemberStatus::Alive), client(status)]);
+    let (gossip_tx, gossip_rx) = watch::channel(gossip(MemberStatus::Alive));
+    let reconciler = tokio::spawn(reconcile::run(a_server.clone(), gossip_rx));
+
+    wait_for_health(&a_server, "c1", Some(CheckStatus::Passing), "c1 to be registered").await;
+    wait_for_health(&a_server, "a", Some(CheckStatus::Passing), "the leader to register itself").await;
+    {
+        let state = a_server.state().read();
+        let consul = state.catalog().service("a", reconcile::CONSUL_SERVICE).expect("the consul service on a");
+        assert_eq!(Some(consul.port), a_server.info().socket_addr().map(|rpc| rpc.port()));
+        assert_eq!(state.catalog().node("c1").map(|n| n.address.as_str()), Some("10.0.0.9"));
+    }
+    gossip_tx.send_replace(gossip(MemberStatus::Failed));
+    wait_for_health(&a_server, "c1", Some(CheckStatus::Critical), "c1 to turn critical").await;
+    gossip_tx.send_replace(gossip(MemberStatus::Alive));
+    wait_for_health(&a_server, "c1", Some(CheckStatus::Passing), "c1 to pass again").await;
+    gossip_tx.send_replace(gossip(MemberStatus::Left));
+    wait_for_health(&a_server, "c1", None, "c1 to be deregistered").await;
+
+    reconciler.abort();
     a.shutdown().await;
 }
