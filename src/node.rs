@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::agent::join::{self, JoinPlan};
 use crate::agent::{Agent, Backend, ServerForwarder};
 use crate::config::AgentConfig;
-use crate::gossip::keyring::{GossipKey, Keyring};
+use crate::gossip::keyring::Keyring;
 use crate::gossip::{self, Gossip, GossipConfig, GossipTiming, MemberMeta, Role};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{ElectionFeedback, Network};
@@ -43,8 +43,6 @@ pub enum StartError {
     Raft(String),
     #[error("gossip: {0}")]
     Gossip(#[from] crate::gossip::GossipError),
-    #[error("gossip keyring: {0}")]
-    Keyring(String),
     #[error("cannot choose an address to advertise: {0}")]
     Advertise(String),
 }
@@ -107,7 +105,8 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
         build: env!("CARGO_PKG_VERSION").to_string(),
         protocol: gossip::PROTOCOL_VERSION,
     };
-    let keyring = load_keyring(config, &*disk)?;
+    // `-encrypt` seeds the keyring; the driver prefers `local.keyring` when there is one.
+    let keyring = config.gossip.encrypt_key.clone().map(|key| Keyring::new(key, []));
     let gossip = gossip::start(GossipConfig {
         node_name: config.node_name.clone(),
         bind: SocketAddr::new(config.bind_addr, config.ports.serf_lan),
@@ -214,27 +213,6 @@ async fn start_server(
     ));
     tracing::info!(node = %config.node_name, node_id = %info.node_id, rpc = %info.rpc_addr, "server starting");
     Ok(ServerParts { server, rpc_listener, rpc_addr, feedback })
-}
-
-/// The gossip keyring: the one kept in the data directory if there is one (changed by `cairn
-/// keyring`, so it wins over `-encrypt`, as in Consul), else one holding the `-encrypt` key.
-fn load_keyring(config: &AgentConfig, disk: &dyn Disk) -> Result<Option<Keyring>, StartError> {
-    let from_file = match config.gossip.disable_keyring_file {
-        true => None,
-        false => Keyring::load(disk).map_err(|e| StartError::Keyring(e.to_string()))?,
-    };
-    match (from_file, &config.gossip.encrypt_key) {
-        (Some(keyring), Some(_)) => {
-            tracing::warn!("-encrypt is ignored: the keyring file in the data directory holds the keys");
-            Ok(Some(keyring))
-        }
-        (Some(keyring), None) => Ok(Some(keyring)),
-        (None, Some(key)) => {
-            let key = GossipKey::from_bytes(key).map_err(|e| StartError::Keyring(e.to_string()))?;
-            Ok(Some(Keyring::new(key, [])))
-        }
-        (None, None) => Ok(None),
-    }
 }
 
 async fn bind(ip: IpAddr, port: u16, what: &'static str) -> Result<TcpListener, StartError> {

@@ -33,7 +33,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::gossip::{Member, MemberStatus, Membership, Role};
-use crate::raft::ServerState;
 use crate::rpc::message::WriteReply;
 use crate::server::{Consistency, Server};
 use crate::state::{
@@ -214,36 +213,15 @@ fn failed_registration(member: &Member, catalog: &Catalog) -> Option<Registratio
 /// leader (a new leader reconciles everything: its predecessor may have died mid-way), on every
 /// gossip change, and every [`RECONCILE_INTERVAL`]. Returns when Raft or the gossip view shuts
 /// down.
-pub async fn run(server: Arc<Server>, mut membership: watch::Receiver<Membership>) {
-    let mut metrics = server.raft().metrics();
-    loop {
-        let term = match metrics.wait_for(|m| m.state == ServerState::Leader).await {
-            Ok(m) => m.current_term,
-            Err(_) => return,
-        };
-        tracing::info!(term, "leading: reconciling the catalog with gossip");
-        loop {
-            let gossip = membership.borrow_and_update().clone();
-            reconcile_once(&server, &gossip).await;
-            let lost_leadership = metrics.wait_for(|m| m.state != ServerState::Leader || m.current_term != term);
-            tokio::select! {
-                biased;
-                lost = lost_leadership => {
-                    if lost.is_err() {
-                        return;
-                    }
-                    break;
-                }
-                changed = membership.changed() => {
-                    if changed.is_err() {
-                        tracing::info!("gossip view closed; catalog reconciliation stops");
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
-            }
-        }
-    }
+pub async fn run(server: Arc<Server>, membership: watch::Receiver<Membership>) {
+    crate::server::leading::while_leading(
+        server,
+        membership,
+        RECONCILE_INTERVAL,
+        "catalog",
+        |server, gossip| async move { reconcile_once(&server, &gossip).await },
+    )
+    .await
 }
 
 /// One pass: wait until the local state holds everything committed (Consul's leader barrier),

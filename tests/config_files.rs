@@ -101,7 +101,7 @@ fn consul_client_file_with_unimplemented_sections_loads() {
     assert_eq!(config.client_addr, "0.0.0.0".parse::<IpAddr>().unwrap());
     assert_eq!(config.retry_join, [join("consul-1.internal", 8301), join("fd00::2", 8301)]);
     assert_eq!(config.retry_interval, Duration::from_secs(15));
-    assert_eq!(config.gossip.encrypt_key.as_ref().map(Vec::len), Some(32));
+    assert_eq!(config.gossip.encrypt_key.as_ref().map(|k| k.as_bytes().len()), Some(32));
     assert!(config.gossip.leave_on_terminate);
     let ignored: Vec<&str> = config.ignored_keys.iter().map(|k| k.rsplit(": ").next().unwrap()).collect();
     assert_eq!(
@@ -337,7 +337,7 @@ fn gossip_key_of_the_wrong_length_is_refused() {
     let err = load(&[&"-data-dir=/d", &"-encrypt=not base64!"]).unwrap_err().to_string();
     assert!(err.contains("encrypt") && err.contains("base64"), "{err}");
     let ok = load(&[&"-data-dir=/d", &"-encrypt=pUqJrVyVRj5jsiYEkM/tFQ=="]).unwrap();
-    assert_eq!(ok.gossip.encrypt_key.map(|k| k.len()), Some(16));
+    assert_eq!(ok.gossip.encrypt_key.map(|k| k.as_bytes().len()), Some(16));
 }
 
 /// Leaving on signals defaults by role, as Consul: servers stay in Raft when stopped, clients leave.

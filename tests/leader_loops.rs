@@ -43,15 +43,7 @@ fn config(name: &str, bootstrap: bool) -> AgentConfig {
         ports: Ports { http: 0, dns: 0, server: 0, serf_lan: 0, serf_wan: 0 },
         log_level: LogLevel::Info,
         raft: RaftSettings::default(),
-        gossip: GossipSettings {
-            encrypt_key: None,
-            verify_incoming: true,
-            verify_outgoing: true,
-            disable_keyring_file: true,
-            reconnect_timeout: cairn::config::DEFAULT_RECONNECT_TIMEOUT,
-            leave_on_terminate: false,
-            skip_leave_on_interrupt: true,
-        },
+        gossip: GossipSettings { disable_keyring_file: true, ..GossipSettings::defaults_for(true) },
         autopilot: cairn::config::AutopilotSettings::default(),
         ignored_keys: vec![],
     }

@@ -114,15 +114,7 @@ fn agent_config(scenario: &Scenario, index: usize) -> AgentConfig {
         ports: Ports::default(),
         log_level: LogLevel::Info,
         raft,
-        gossip: GossipSettings {
-            encrypt_key: None,
-            verify_incoming: true,
-            verify_outgoing: true,
-            disable_keyring_file: false,
-            reconnect_timeout: cairn::config::DEFAULT_RECONNECT_TIMEOUT,
-            leave_on_terminate: false,
-            skip_leave_on_interrupt: true,
-        },
+        gossip: GossipSettings::defaults_for(true),
         autopilot: AutopilotSettings::default(),
         ignored_keys: vec![],
     }

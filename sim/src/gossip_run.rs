@@ -63,15 +63,7 @@ fn client_config(index: usize, join_through: usize) -> AgentConfig {
         ports: Ports::default(),
         log_level: LogLevel::Info,
         raft: RaftSettings::default(),
-        gossip: GossipSettings {
-            encrypt_key: None,
-            verify_incoming: true,
-            verify_outgoing: true,
-            disable_keyring_file: true,
-            reconnect_timeout: cairn::config::DEFAULT_RECONNECT_TIMEOUT,
-            leave_on_terminate: true,
-            skip_leave_on_interrupt: false,
-        },
+        gossip: GossipSettings { disable_keyring_file: true, ..GossipSettings::defaults_for(false) },
         autopilot: AutopilotSettings::default(),
         ignored_keys: vec![],
     }

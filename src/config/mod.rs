@@ -30,8 +30,8 @@ pub use file::{
     CONFIG_FILE_BYTES_MAX, IGNORED_AUTOPILOT_KEYS, IGNORED_PERFORMANCE_KEYS, IGNORED_PORTS_KEYS, IGNORED_TOP_LEVEL_KEYS,
 };
 pub use validate::{
-    decode_gossip_key, DEFAULT_DATACENTER, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_RETRY_INTERVAL, DEV_RETRY_INTERVAL,
-    MIN_RECONNECT_TIMEOUT, RAFT_MULTIPLIER_MAX,
+    DEFAULT_DATACENTER, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_RETRY_INTERVAL, DEV_RETRY_INTERVAL, MIN_RECONNECT_TIMEOUT,
+    RAFT_MULTIPLIER_MAX,
 };
 pub use values::DEFAULT_JOIN_PORT;
 
@@ -131,7 +131,7 @@ pub struct GossipSettings {
     /// `-encrypt`, `encrypt`: the gossip encryption key (16, 24 or 32 bytes; base64 in files and
     /// flags). It seeds the keyring on first start; afterwards the keyring file in the data
     /// directory (changed by `cairn keyring`) is what counts, as in Consul.
-    pub encrypt_key: Option<Vec<u8>>,
+    pub encrypt_key: Option<crate::gossip::GossipKey>,
     /// `encrypt_verify_incoming`: drop unencrypted packets. Default true; false only while rolling
     /// encryption out to a running cluster.
     pub verify_incoming: bool,
@@ -148,6 +148,21 @@ pub struct GossipSettings {
     /// `skip_leave_on_interrupt`: exit without leaving on SIGINT. Default true for servers, false
     /// for clients, as Consul.
     pub skip_leave_on_interrupt: bool,
+}
+
+impl GossipSettings {
+    /// The defaults for a server or a client agent (they differ only in leaving on signals).
+    pub fn defaults_for(server: bool) -> Self {
+        GossipSettings {
+            encrypt_key: None,
+            verify_incoming: true,
+            verify_outgoing: true,
+            disable_keyring_file: false,
+            reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
+            leave_on_terminate: !server,
+            skip_leave_on_interrupt: server,
+        }
+    }
 }
 
 /// `autopilot { ... }`: how the Raft configuration follows gossip on the leader.

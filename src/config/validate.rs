@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::layer::Layer;
 use super::{AgentConfig, AutopilotSettings, ConfigError, GossipSettings, Ports, RaftSettings};
+use crate::gossip::GossipKey;
 
 /// Consul's default and minimum `reconnect_timeout`.
-pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = crate::gossip::DEFAULT_RECONNECT_TIMEOUT;
 pub const MIN_RECONNECT_TIMEOUT: Duration = Duration::from_secs(8 * 3600);
 
 /// Consul's default datacenter name.
@@ -100,34 +101,25 @@ fn resolve(
 fn gossip_settings(merged: &Layer) -> Result<GossipSettings, ConfigError> {
     let encrypt_key = match &merged.encrypt {
         None => None,
-        Some(text) => Some(decode_gossip_key(text).map_err(|why| ConfigError::invalid("encrypt", why))?),
+        Some(text) => Some(
+            GossipKey::from_base64(text.trim())
+                .map_err(|why| ConfigError::invalid("encrypt", format!("{why}; `cairn keygen` makes a valid key")))?,
+        ),
     };
     let reconnect_timeout = merged.reconnect_timeout.unwrap_or(DEFAULT_RECONNECT_TIMEOUT);
     if reconnect_timeout < MIN_RECONNECT_TIMEOUT {
         return Err(ConfigError::invalid("reconnect_timeout", "must be at least 8h (Consul's minimum)"));
     }
-    let server = merged.server.unwrap_or(false);
+    let base = GossipSettings::defaults_for(merged.server.unwrap_or(false));
     Ok(GossipSettings {
         encrypt_key,
-        verify_incoming: merged.encrypt_verify_incoming.unwrap_or(true),
-        verify_outgoing: merged.encrypt_verify_outgoing.unwrap_or(true),
-        disable_keyring_file: merged.disable_keyring_file.unwrap_or(false),
+        verify_incoming: merged.encrypt_verify_incoming.unwrap_or(base.verify_incoming),
+        verify_outgoing: merged.encrypt_verify_outgoing.unwrap_or(base.verify_outgoing),
+        disable_keyring_file: merged.disable_keyring_file.unwrap_or(base.disable_keyring_file),
         reconnect_timeout,
-        leave_on_terminate: merged.leave_on_terminate.unwrap_or(!server),
-        skip_leave_on_interrupt: merged.skip_leave_on_interrupt.unwrap_or(server),
+        leave_on_terminate: merged.leave_on_terminate.unwrap_or(base.leave_on_terminate),
+        skip_leave_on_interrupt: merged.skip_leave_on_interrupt.unwrap_or(base.skip_leave_on_interrupt),
     })
-}
-
-/// A gossip key as `cairn keygen` prints it: base64 of 16, 24 or 32 bytes (AES-128/192/256).
-pub fn decode_gossip_key(text: &str) -> Result<Vec<u8>, String> {
-    use base64::Engine;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| format!("is not valid base64 ({e}); generate a key with `cairn keygen`"))?;
-    match bytes.len() {
-        16 | 24 | 32 => Ok(bytes),
-        n => Err(format!("decodes to {n} bytes; a key must be 16, 24 or 32 bytes (`cairn keygen` makes one)")),
-    }
 }
 
 fn autopilot_settings(merged: &Layer) -> Result<AutopilotSettings, ConfigError> {

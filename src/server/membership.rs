@@ -71,15 +71,26 @@ pub struct AutopilotSettings {
     pub reconcile_interval: Duration,
 }
 
+/// How often the leader re-plans without a gossip change, unless a test says otherwise.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
+
 impl Default for AutopilotSettings {
     fn default() -> Self {
+        AutopilotSettings::from(&crate::config::AutopilotSettings::default())
+    }
+}
+
+/// The operator's `autopilot { ... }` settings, as the planner uses them. (`last_contact_threshold`
+/// has no counterpart: openraft 0.9 reports no per-follower contact time to judge it by.)
+impl From<&crate::config::AutopilotSettings> for AutopilotSettings {
+    fn from(config: &crate::config::AutopilotSettings) -> Self {
         AutopilotSettings {
-            cleanup_dead_servers: true,
-            dead_server_cleanup_after: Duration::from_secs(30),
-            server_stabilization_time: Duration::from_secs(10),
-            max_trailing_logs: 250,
-            min_quorum: 0,
-            reconcile_interval: Duration::from_secs(2),
+            cleanup_dead_servers: config.cleanup_dead_servers,
+            dead_server_cleanup_after: config.dead_server_cleanup_after,
+            server_stabilization_time: config.server_stabilization_time,
+            max_trailing_logs: config.max_trailing_logs,
+            min_quorum: config.min_quorum as usize,
+            reconcile_interval: RECONCILE_INTERVAL,
         }
     }
 }
@@ -340,36 +351,13 @@ fn promotions(
 
 /// Reconcile the Raft configuration with `membership` while this server leads, on every gossip
 /// change and every `reconcile_interval`. Returns when Raft or the gossip view shuts down.
-pub async fn run(server: Arc<Server>, mut membership: watch::Receiver<Membership>, settings: AutopilotSettings) {
-    let mut metrics = server.raft().metrics();
-    loop {
-        let term = match metrics.wait_for(|m| m.state == ServerState::Leader).await {
-            Ok(m) => m.current_term,
-            Err(_) => return,
-        };
-        tracing::info!(term, "leading: the Raft configuration now follows gossip");
-        loop {
-            let gossip = membership.borrow_and_update().clone();
-            reconcile_once(&server, &gossip, &settings).await;
-            let lost_leadership = metrics.wait_for(|m| m.state != ServerState::Leader || m.current_term != term);
-            tokio::select! {
-                biased;
-                lost = lost_leadership => {
-                    if lost.is_err() {
-                        return;
-                    }
-                    break;
-                }
-                changed = membership.changed() => {
-                    if changed.is_err() {
-                        tracing::info!("gossip view closed; autopilot stops");
-                        return;
-                    }
-                }
-                _ = tokio::time::sleep(settings.reconcile_interval) => {}
-            }
-        }
-    }
+pub async fn run(server: Arc<Server>, membership: watch::Receiver<Membership>, settings: AutopilotSettings) {
+    let interval = settings.reconcile_interval;
+    super::leading::while_leading(server, membership, interval, "raft configuration", |server, gossip| {
+        let settings = settings.clone();
+        async move { reconcile_once(&server, &gossip, &settings).await }
+    })
+    .await
 }
 
 /// Plan against the current configuration and apply the actions in order. The first failure ends

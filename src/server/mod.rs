@@ -16,6 +16,7 @@ mod batcher;
 pub mod bootstrap;
 mod coalesce;
 pub mod election;
+pub(crate) mod leading;
 pub mod membership;
 mod rpc_handler;
 pub use rpc_handler::ServerRpc;
