@@ -13,7 +13,9 @@
 //!                    └──(read)──┴─> read barrier ──> state (the replicated state machine)
 //!
 //!   other agents <──UDP──> gossip ──(Membership view)──> agent (client: forward to a server)
-//!                                                   └──> server::bootstrap (start Raft)
+//!                                                   ├──> server::bootstrap (start Raft)
+//!                                                   └──> leader only: server::membership (Raft
+//!                                                        configuration), reconcile (catalog) ──> write
 //! ```
 //!
 //! - [`config`]: the typed agent configuration. Flags (Consul's single-dash spellings) and JSON config
@@ -43,7 +45,9 @@
 //! - [`reconcile`]: the leader keeps the catalog in step with the gossip pool (each member a node
 //!   with a `serfHealth` check, servers with the `consul` service; members that leave are
 //!   deregistered), as Consul's leader does. The Raft configuration follows gossip the same way,
-//!   through [`server::membership`] (autopilot). Neither loop is started by [`node`] yet.
+//!   through [`server::membership`] (autopilot): new servers join as learners and are promoted,
+//!   servers that leave or stay failed are removed. [`node`] starts both on every server; they
+//!   act only while it leads.
 //! - [`http`]: the `/v1/...` API, an axum router over [`agent`]: `/v1/agent/*` from the agent,
 //!   the rest from [`server`] (or forwarded by a client). Consul's JSON shapes and headers.
 //! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,

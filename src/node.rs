@@ -20,7 +20,7 @@ use crate::raft::snapshot_store::SnapshotStore;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{openraft_config, raft_id_from_node_id, Raft, ServerInfo};
 use crate::rpc::{Preamble, RpcClient};
-use crate::server::bootstrap;
+use crate::server::{bootstrap, membership};
 use crate::server::{Server, ServerLimits, ServerRpc};
 use crate::storage::{Disk, DiskError};
 
@@ -120,13 +120,13 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
         disk: (!config.gossip.disable_keyring_file).then(|| disk.clone()),
     })
     .await?;
-    let membership = gossip.membership();
+    let membership_view = gossip.membership();
 
     let backend = match &server {
         Some(parts) => Backend::Server(parts.server.clone()),
         None => Backend::Client(ServerForwarder::new(
             config.datacenter.clone(),
-            membership.clone(),
+            membership_view.clone(),
             RpcClient::new(Preamble::SERVER),
         )),
     };
@@ -159,8 +159,11 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
             let rpc_service = Arc::new(ServerRpc { server: server.clone(), api });
             tasks.extend([
                 tokio::spawn(crate::rpc::serve(parts.rpc_listener, Preamble::SERVER, rpc_service)),
-                tokio::spawn(bootstrap::run(server.clone(), membership.clone(), config.bootstrap_expect)),
+                tokio::spawn(bootstrap::run(server.clone(), membership_view.clone(), config.bootstrap_expect)),
                 tokio::spawn(crate::server::election::run(server.clone(), config.raft.clone(), parts.feedback)),
+                // The two leader duties that follow gossip; idle on followers.
+                tokio::spawn(membership::run(server.clone(), membership_view.clone(), (&config.autopilot).into())),
+                tokio::spawn(crate::reconcile::run(server.clone(), membership_view.clone())),
             ]);
             Some(server)
         }

@@ -1,5 +1,6 @@
 //! Three real server processes on 127.0.0.1: they find each other through -retry-join, bootstrap,
-//! replicate, survive the leader's crash, and a restarted server comes back with its data.
+//! replicate, survive the leader's crash, and a restarted server comes back with its data; a
+//! fourth server started later joins the Raft configuration and leaves it again.
 
 mod common;
 
@@ -14,13 +15,20 @@ struct Cluster {
     dir: TempDir,
     ports: Vec<AgentPorts>,
     agents: Vec<Option<Agent>>,
+    /// `-bootstrap-expect` of every server: the servers started first.
+    bootstrap_expect: usize,
 }
 
 impl Cluster {
     fn start(size: usize, label: &str) -> Cluster {
+        Cluster::start_some(size, size, label)
+    }
+
+    /// Ports for `size` servers, of which the first `started` start now (and bootstrap).
+    fn start_some(size: usize, started: usize, label: &str) -> Cluster {
         let ports: Vec<AgentPorts> = (0..size).map(|_| AgentPorts::free()).collect();
-        let mut cluster = Cluster { dir: TempDir::new(label), ports, agents: Vec::new() };
-        cluster.agents = (0..size).map(|i| Some(cluster.launch(i))).collect();
+        let mut cluster = Cluster { dir: TempDir::new(label), ports, agents: Vec::new(), bootstrap_expect: started };
+        cluster.agents = (0..size).map(|i| (i < started).then(|| cluster.launch(i))).collect();
         cluster
     }
 
@@ -32,7 +40,7 @@ impl Cluster {
         let mut args: Vec<String> = vec![
             "-server".into(),
             "-bootstrap-expect".into(),
-            self.ports.len().to_string(),
+            self.bootstrap_expect.to_string(),
             "-node".into(),
             format!("s{i}"),
             "-bind".into(),
@@ -41,6 +49,8 @@ impl Cluster {
             self.data_dir(i).display().to_string(),
             "-retry-interval".into(),
             "200ms".into(),
+            "-config-file".into(),
+            self.autopilot_config().display().to_string(),
         ];
         for (_, other) in self.ports.iter().enumerate().filter(|(j, _)| *j != i) {
             args.push("-retry-join".into());
@@ -48,6 +58,28 @@ impl Cluster {
         }
         let log = self.dir.path().join(format!("s{i}-{}.log", std::process::id()));
         Agent::start(&args, self.ports[i], log)
+    }
+
+    /// A config file that promotes new servers after 1 s of stability instead of 10 s.
+    fn autopilot_config(&self) -> PathBuf {
+        let path = self.dir.path().join("autopilot.json");
+        std::fs::write(&path, r#"{"autopilot": {"server_stabilization_time": "1s"}}"#).expect("write the config");
+        path
+    }
+
+    /// (node name, voter) of each server in the Raft configuration `i` serves, by name.
+    fn raft_roles(&self, i: usize) -> Vec<(String, bool)> {
+        let Ok(response) = common::http(self.http(i), "GET", "/v1/operator/raft/configuration?stale", b"") else {
+            return Vec::new();
+        };
+        let body: serde_json::Value = serde_json::from_slice(&response.body).unwrap_or_default();
+        let servers = body["Servers"].as_array().cloned().unwrap_or_default();
+        let mut roles: Vec<(String, bool)> = servers
+            .iter()
+            .map(|s| (s["Node"].as_str().unwrap_or_default().to_string(), s["Voter"].as_bool().unwrap_or(false)))
+            .collect();
+        roles.sort();
+        roles
     }
 
     fn http(&self, i: usize) -> std::net::SocketAddr {
@@ -197,4 +229,31 @@ fn snapshots_compact_the_log_and_restore_on_restart() {
     let keys = get(restarted.http(), "/v1/kv/key/?keys").json();
     assert_eq!(keys.as_array().map(Vec::len), Some(1000), "every key survives the restart");
     assert_eq!(get(restarted.http(), "/v1/kv/key/0999?raw").body, b"999");
+}
+
+/// A server started after the cluster bootstrapped joins through gossip and autopilot makes it a
+/// voter on every server's configuration; once it leaves (`PUT /v1/agent/leave`), it is removed
+/// from the configuration and its process exits.
+#[test]
+fn a_later_server_joins_raft_and_leaving_removes_it() {
+    let mut cluster = Cluster::start_some(4, 3, "cluster-join-leave");
+    let leader = cluster.wait_for_leader("three servers to agree on a leader");
+    let voters = |names: &[&str]| -> Vec<(String, bool)> { names.iter().map(|n| (n.to_string(), true)).collect() };
+    assert_eq!(cluster.raft_roles(leader), voters(&["s0", "s1", "s2"]));
+
+    cluster.agents[3] = Some(cluster.launch(3));
+    wait_until(ELECTION_LIMIT, "s3 to become a voter on every server", || {
+        (0..4).all(|i| cluster.raft_roles(i) == voters(&["s0", "s1", "s2", "s3"]))
+    });
+    assert_eq!(put(cluster.http(3), "/v1/kv/joined", b"yes").text().trim(), "true", "a write through s3");
+
+    let left = common::http(cluster.http(3), "PUT", "/v1/agent/leave", b"").expect("s3 answers the leave");
+    assert_eq!(left.status, 200, "{}", left.text());
+    wait_until(ELECTION_LIMIT, "s3 to be removed from the configuration", || {
+        (0..3).all(|i| cluster.raft_roles(i) == voters(&["s0", "s1", "s2"]))
+    });
+    let s3 = cluster.agents[3].as_mut().expect("s3 was started");
+    wait_until(ELECTION_LIMIT, "s3's process to exit after leaving", || s3.try_exit().is_some());
+    cluster.agents[3] = None;
+    cluster.wait_for_leader("the three remaining servers to agree on a leader");
 }

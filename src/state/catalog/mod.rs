@@ -165,6 +165,26 @@ impl Catalog {
         self.checks_of_node(node).filter(move |check| check.service_id == service_id)
     }
 
+    /// The checks that count against one service instance: its node's node-level checks and the
+    /// instance's own, by check id (what `/v1/health/service/<name>` shows with each instance).
+    pub fn checks_of_instance<'a>(
+        &'a self,
+        node: &'a str,
+        service_id: &'a str,
+    ) -> impl Iterator<Item = &'a HealthCheck> + 'a {
+        self.checks_of_node(node).filter(move |check| check.service_id.is_empty() || check.service_id == service_id)
+    }
+
+    /// The instances of `name` whose every check, node-level and their own, is passing:
+    /// Consul's `?passing` answer. Sorted by node, then id.
+    pub fn passing_instances(&self, name: &str) -> Vec<(&Node, &ServiceInstance)> {
+        let mut instances = self.service_instances(name);
+        instances.retain(|(node, instance)| {
+            self.checks_of_instance(&node.node, &instance.id).all(|check| check.status == CheckStatus::Passing)
+        });
+        instances
+    }
+
     /// Index of the last write that changed the nodes table (0 before any).
     pub fn nodes_index(&self) -> u64 {
         self.nodes_index

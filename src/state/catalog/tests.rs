@@ -440,3 +440,39 @@ fn writes_keep_catalog_consistent() {
     assert_eq!(catalog.check_consistency(3), Ok(()));
     assert!(catalog.check_consistency(1).is_err(), "indexes past the log are refused");
 }
+
+/// `?passing` keeps only instances whose node checks and own checks all pass: a critical node
+/// check (serfHealth of a failed agent) hides every service on the node, a warning on one
+/// instance hides only that instance, and another instance's check does not count.
+#[test]
+fn passing_instances_follow_node_and_service_checks() {
+    let mut catalog = Catalog::default();
+    let healthy = with_check(
+        with_service(registration("n1", "10.0.0.1"), "web-1", "web", &[]),
+        "svc-1",
+        "web-1",
+        CheckStatus::Passing,
+    );
+    register(&mut catalog, 1, with_check(healthy, SERF_HEALTH_CHECK_ID, "", CheckStatus::Passing));
+    let warned = with_check(
+        with_service(registration("n2", "10.0.0.2"), "web-2", "web", &[]),
+        "svc-2",
+        "web-2",
+        CheckStatus::Warning,
+    );
+    register(&mut catalog, 2, warned);
+    register(&mut catalog, 3, with_service(registration("n2", "10.0.0.2"), "web-3", "web", &[]));
+    let names = |catalog: &Catalog| -> Vec<String> {
+        catalog.passing_instances("web").iter().map(|(_, instance)| instance.id.clone()).collect()
+    };
+    assert_eq!(names(&catalog), ["web-1", "web-3"]);
+
+    register(
+        &mut catalog,
+        4,
+        with_check(registration("n1", "10.0.0.1"), SERF_HEALTH_CHECK_ID, "", CheckStatus::Critical),
+    );
+    assert_eq!(names(&catalog), ["web-3"]);
+    assert_eq!(catalog.service_instances("web").len(), 3, "failing instances stay in the catalog");
+    assert!(catalog.passing_instances("db").is_empty());
+}
