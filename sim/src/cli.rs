@@ -138,7 +138,7 @@ fn print_report(path: &Path, scenario: &AnyScenario, report: &RunReport, wall_s:
         );
     } else {
         println!(
-        "stats ops={} acked_writes={} indeterminate={} failed={} leader_terms={} failover_ms={:?} recovery_ms={} sim_s={:.1} wall_s={:.2} speed={:.0}x",
+        "stats ops={} acked_writes={} indeterminate={} failed={} leader_terms={} failover_ms={:?} recovery_ms={}{}{} sim_s={:.1} wall_s={:.2} speed={:.0}x",
         s.operations,
         s.acknowledged_writes,
         s.indeterminate,
@@ -146,6 +146,8 @@ fn print_report(path: &Path, scenario: &AnyScenario, report: &RunReport, wall_s:
         s.leader_terms,
         s.failover_ms,
         s.recovery_ms.map_or("none".into(), |ms| ms.to_string()),
+        if s.notes.is_empty() { "" } else { " " },
+        s.notes,
         s.sim_ms as f64 / 1000.0,
         wall_s,
         s.sim_ms as f64 / 1000.0 / wall_s.max(1e-9),

@@ -8,7 +8,7 @@ use madsim::rand::{thread_rng, Rng};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Host};
 use crate::scenario::{Direction, Fault, FaultKind, Target};
 
 pub type SharedCluster = Arc<Mutex<Cluster>>;
@@ -48,7 +48,7 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
-/// Inject one fault now; returns the task that heals it later, if it has a duration.
+/// Inject one fault now; returns the task that heals it later (or completes it), if any.
 fn inject(
     cluster: &SharedCluster,
     kind: &FaultKind,
@@ -58,17 +58,17 @@ fn inject(
     let mut c = cluster.lock().expect("cluster lock");
     match *kind {
         FaultKind::Crash { target, restart_after_s, lose_unsynced } => {
-            let index = resolve(&c, target)?;
+            let host = resolve(&c, target)?;
             if target == Target::Leader {
                 crashes.0.lock().expect("crash log lock").push(start.elapsed().as_millis() as u64);
             }
-            c.crash(index, lose_unsynced);
-            restart_after_s.map(|after| later(cluster, secs(after), move |c| c.restart(index)))
+            c.crash(host, lose_unsynced);
+            restart_after_s.map(|after| later(cluster, secs(after), move |c| c.restart(host)))
         }
         FaultKind::Isolate { target, direction, heal_after_s } => {
-            let index = resolve(&c, target)?;
-            c.isolate(index, direction);
-            Some(later(cluster, secs(heal_after_s), move |c| c.heal_isolation(index, direction)))
+            let host = resolve(&c, target)?;
+            c.isolate(host, direction);
+            Some(later(cluster, secs(heal_after_s), move |c| c.heal_isolation(host, direction)))
         }
         FaultKind::Split { minority, with_leader, heal_after_s } => {
             let group = minority_group(&c, minority as usize, with_leader);
@@ -83,8 +83,31 @@ fn inject(
             c.set_latency(Some(Duration::from_millis(lo)..Duration::from_millis(hi.max(lo + 1))));
             Some(later(cluster, secs(duration_s), |c| c.set_latency(None)))
         }
+        FaultKind::Replace { target, leave } => {
+            let Host::Server(old) = resolve(&c, target)? else { unreachable!("validated: only servers are replaced") };
+            c.retire(old);
+            c.add_server();
+            if !leave {
+                c.crash(Host::Server(old), false);
+                return None;
+            }
+            drop(c);
+            Some(tokio::spawn(leave_then_stop(cluster.clone(), old)))
+        }
         FaultKind::Chaos { .. } => unreachable!("chaos is expanded by the caller"),
     }
+}
+
+/// A graceful leave of server `index` (gossip tells everyone it left, so the leader removes it
+/// from Raft at once), then its host stops.
+async fn leave_then_stop(cluster: SharedCluster, index: usize) {
+    let running = cluster.lock().expect("cluster lock").running(Host::Server(index));
+    if let Some(running) = running {
+        if let Err(e) = running.agent.leave().await {
+            tracing::warn!(server = index, error = %e, "leave failed; stopping anyway");
+        }
+    }
+    cluster.lock().expect("cluster lock").crash(Host::Server(index), false);
 }
 
 /// Run `action` on the cluster after `delay`.
@@ -100,38 +123,42 @@ fn later(
     })
 }
 
-/// Which server a target names right now; `None` when there is none (no leader, all down).
-fn resolve(cluster: &Cluster, target: Target) -> Option<usize> {
-    let up: Vec<usize> = (0..cluster.len()).filter(|&i| cluster.is_up(i)).collect();
+/// Which host a target names right now; `None` when there is none (no leader, all down).
+/// Retired servers are never chosen.
+fn resolve(cluster: &Cluster, target: Target) -> Option<Host> {
+    let up: Vec<usize> = cluster.active().into_iter().filter(|&i| cluster.is_up(Host::Server(i))).collect();
     let leader = cluster.leader();
     let pick = |candidates: Vec<usize>| -> Option<usize> {
         (!candidates.is_empty()).then(|| candidates[thread_rng().gen_range(0..candidates.len())])
     };
-    match target {
+    let server = match target {
         Target::Leader => leader,
         Target::Follower => pick(up.into_iter().filter(|&i| Some(i) != leader).collect()),
         Target::Random => pick(up),
-        Target::Server(n) => ((n as usize) < cluster.len()).then_some(n as usize),
-    }
+        Target::Server(n) => cluster.active().contains(&(n as usize)).then_some(n as usize),
+        Target::Agent(n) => return ((n as usize) < cluster.agent_count()).then_some(Host::Agent(n as usize)),
+    };
+    server.map(Host::Server)
 }
 
-/// A random group of `size` servers, holding the current leader if `with_leader`.
+/// A random group of `size` active servers, holding the current leader if `with_leader`.
 fn minority_group(cluster: &Cluster, size: usize, with_leader: bool) -> BTreeSet<usize> {
+    let active = cluster.active();
     let mut group = BTreeSet::new();
     if with_leader {
         if let Some(leader) = cluster.leader() {
             group.insert(leader);
         }
     }
-    while group.len() < size {
-        group.insert(thread_rng().gen_range(0..cluster.len()));
+    while group.len() < size.min(active.len()) {
+        group.insert(active[thread_rng().gen_range(0..active.len())]);
     }
     group
 }
 
 /// Random faults, one at a time, each healed before the next, until `until_s`.
 async fn chaos(cluster: &SharedCluster, start: Instant, until_s: f64, every_s: [f64; 2], crashes: &LeaderCrashes) {
-    let servers = cluster.lock().expect("cluster lock").len() as u32;
+    let servers = cluster.lock().expect("cluster lock").active().len() as u32;
     while start.elapsed() < secs(until_s) {
         let duration = thread_rng().gen_range(1.0..5.0);
         let kind = match thread_rng().gen_range(0..6) {

@@ -6,6 +6,10 @@
 //! against what the clients observed ([`history`]). Every random choice comes from the seed, so a
 //! run is replayed exactly by its seed; its event [`trace`] digest proves it.
 //!
+//! Scenarios with client agents also register services on them and sample every server's
+//! `?passing` answers ([`catalog_watch`]) while agents crash and return; scenarios that replace
+//! servers check that the Raft configuration ends up holding exactly the servers in service.
+//!
 //! Gossip scenarios ([`scenario::GossipScenario`]) run a pool of client agents instead
 //! ([`gossip_run`]) and check convergence, failure detection and false failures from the agents'
 //! membership views.
@@ -18,6 +22,8 @@ pub mod history;
 pub mod scenario;
 pub mod trace;
 
+#[cfg(madsim)]
+pub mod catalog_watch;
 #[cfg(madsim)]
 pub mod cli;
 #[cfg(madsim)]

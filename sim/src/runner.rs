@@ -7,6 +7,8 @@ use std::time::Duration;
 use madsim::runtime::{Handle, Runtime};
 use tokio::time::Instant;
 
+use crate::catalog_watch;
+use crate::check::catalog::{check_catalog_follows_agents, reaction_times_ms};
 use crate::check::durability::check_acknowledged_writes;
 use crate::check::leadership::check_one_leader_per_term;
 use crate::check::linearizability::{check_kv, Budget, Verdict};
@@ -99,17 +101,28 @@ async fn phases(
     stats: &mut RunStats,
 ) -> Result<(), Failure> {
     let handle = Handle::current();
-    let servers = scenario.servers as usize;
     let start = recorder.start;
     let cluster = Arc::new(Mutex::new(Cluster::start(scenario, recorder.trace.clone(), leaders.clone())));
+    let targets = cluster.lock().expect("cluster lock").targets();
 
     if !wait_until(Duration::from_secs(30), || cluster.lock().expect("cluster lock").leader().is_some()).await {
         return Err(fail("initial-election", "no leader agreed by a majority within 30 s of starting"));
     }
     recorder.trace.record(now_ms(start), "cluster up");
+    let watch = match &scenario.agents {
+        Some(agents) => {
+            catalog_watch::register_services(&cluster, &agents.services, Duration::from_secs(30))
+                .await
+                .map_err(|e| fail("register-services", e))?;
+            recorder.trace.record(now_ms(start), "services registered");
+            let registered_ms = now_ms(start);
+            Some((registered_ms, catalog_watch::start_sampling(cluster.clone(), agents.services.clone(), start)))
+        }
+        None => None,
+    };
 
     // Safety phase: load and faults.
-    let clients = workload::start(&handle, &scenario.workload, servers, recorder);
+    let clients = workload::start(&handle, &scenario.workload, &targets, recorder);
     let crashes = LeaderCrashes::default();
     let fault_task = tokio::spawn(faults::run(cluster.clone(), scenario.faults.clone(), start, crashes.clone()));
     tokio::time::sleep_until(start + Duration::from_secs_f64(scenario.phases.safety_s)).await;
@@ -119,7 +132,7 @@ async fn phases(
     cluster.lock().expect("cluster lock").heal_all();
     let healed = Instant::now();
     let bound = Duration::from_secs_f64(scenario.phases.recover_within_s);
-    let recovery = workload::probe_write(&handle, servers, bound).await;
+    let recovery = workload::probe_write(&handle, &targets, bound).await;
     stats.recovery_ms = recovery.map(|d| d.as_millis() as u64);
     if recovery.is_none() {
         clients.stop().await;
@@ -128,9 +141,19 @@ async fn phases(
     }
     tokio::time::sleep_until(healed + Duration::from_secs_f64(scenario.phases.liveness_s)).await;
     clients.stop().await;
+    if let (Some(agents), Some((registered_ms, (samples, sampler)))) = (&scenario.agents, watch) {
+        sampler.abort();
+        let events = cluster.lock().expect("cluster lock").agent_events();
+        let bound_ms = (agents.catalog_within_s * 1000.0) as u64;
+        let samples = samples.take();
+        stats.notes = catalog_notes(&events, &samples);
+        check_catalog_follows_agents(agents.count as usize, &events, &samples, registered_ms, now_ms(start), bound_ms)
+            .map_err(|e| fail("catalog-follows-agents", e))?;
+    }
 
+    check_raft_configuration(&cluster).await?;
     check_replicas_converge(&cluster).await?;
-    workload::final_reads(&handle, scenario.workload.keys, servers, recorder)
+    workload::final_reads(&handle, scenario.workload.keys, &targets, recorder)
         .await
         .map_err(|e| fail("final-reads", e))?;
 
@@ -139,12 +162,48 @@ async fn phases(
     check(&history, leaders, &recorder.anomalies)
 }
 
+/// How long the catalog took to show each agent going down and coming back, for the report.
+fn catalog_notes(events: &[crate::check::catalog::AgentEvent], samples: &[crate::check::catalog::Sample]) -> String {
+    let show = |up: bool| -> String {
+        let times: Vec<String> = reaction_times_ms(events, samples)
+            .into_iter()
+            .filter(|(event, _)| event.up == up)
+            .map(|(_, ms)| ms.map_or("never".to_string(), |ms| ms.to_string()))
+            .collect();
+        times.join(",")
+    };
+    format!("catalog_down_ms=[{}] catalog_up_ms=[{}]", show(false), show(true))
+}
+
+/// After healing, the leader's Raft configuration holds exactly the servers in service as voters
+/// (servers that were replaced are gone, their replacements promoted), within 60 s: long enough
+/// for autopilot to clean up a dead server and promote a new one at the scenario's settings.
+async fn check_raft_configuration(cluster: &Arc<Mutex<Cluster>>) -> Result<(), Failure> {
+    let settled = || {
+        let c = cluster.lock().expect("cluster lock");
+        c.raft_configuration().is_some_and(|(voters, learners)| voters == c.active_names() && learners.is_empty())
+    };
+    if wait_until(Duration::from_secs(60), settled).await {
+        return Ok(());
+    }
+    let c = cluster.lock().expect("cluster lock");
+    Err(fail(
+        "raft-configuration",
+        format!(
+            "60 s after healing, the leader's configuration (voters, learners) is {:?}, expected voters {:?}\n    {}",
+            c.raft_configuration(),
+            c.active_names(),
+            c.describe()
+        ),
+    ))
+}
+
 /// After healing, every server ends with the same state.
 async fn check_replicas_converge(cluster: &Arc<Mutex<Cluster>>) -> Result<(), Failure> {
     let agree = || {
         let c = cluster.lock().expect("cluster lock");
         let states = c.replica_states();
-        states.len() == c.len() && states.windows(2).all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2))
+        states.len() == c.active().len() && states.windows(2).all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2))
     };
     if wait_until(Duration::from_secs(30), agree).await {
         return Ok(());

@@ -24,6 +24,10 @@ pub struct Scenario {
     pub regression_seeds: Vec<u64>,
     #[serde(default)]
     pub raft: RaftOverrides,
+    #[serde(default)]
+    pub autopilot: AutopilotOverrides,
+    /// Client agents carrying services, whose health the catalog must follow.
+    pub agents: Option<Agents>,
     pub workload: Workload,
     #[serde(default)]
     pub network: Network,
@@ -45,6 +49,29 @@ pub struct RaftOverrides {
     pub heartbeat_ms: Option<u64>,
     /// Election timeout range [min, max] in milliseconds.
     pub election_timeout_ms: Option<[u64; 2]>,
+}
+
+/// Autopilot settings a scenario may shorten from Consul's defaults, so that a replaced server is
+/// promoted and a dead one cleaned up within a scenario's length.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutopilotOverrides {
+    pub server_stabilization_time_s: Option<f64>,
+    pub dead_server_cleanup_after_s: Option<f64>,
+}
+
+/// Client agents (`agent-0`, `agent-1`, ...): gossip members without Raft, each carrying one
+/// instance of every service in `services`, registered in the catalog at the start as the agent's
+/// anti-entropy would.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agents {
+    pub count: u32,
+    pub services: Vec<String>,
+    /// Once an agent has been down (crashed, or cut off) this long, its instances are absent
+    /// from every server's `?passing` answer; once it has been back this long, they are present
+    /// again; and an agent that is up is never absent for longer than this.
+    pub catalog_within_s: f64,
 }
 
 /// The client load: each client loops over random operations on a small key space.
@@ -146,6 +173,13 @@ pub enum FaultKind {
     /// Random faults drawn from the above, one every `every_s` (a random time in [min, max]) until
     /// `until_s`, each healed before the next.
     Chaos { until_s: f64, every_s: [f64; 2] },
+    /// Retire a server for good and start a new one (a new host, name and identity) that joins
+    /// through gossip. The old one leaves gracefully first (`leave = true`) or is killed.
+    Replace {
+        target: Target,
+        #[serde(default)]
+        leave: bool,
+    },
 }
 
 fn yes() -> bool {
@@ -161,14 +195,15 @@ pub enum Direction {
     Outbound,
 }
 
-/// Which server a fault hits: `"leader"`, `"follower"` (a random one), `"random"`, or
-/// `"server-N"` (0-based).
+/// Which host a fault hits: `"leader"`, `"follower"` (a random one), `"random"` (any server),
+/// `"server-N"`, or `"agent-N"` (a client agent; 0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Leader,
     Follower,
     Random,
     Server(u32),
+    Agent(u32),
 }
 
 impl<'de> Deserialize<'de> for Target {
@@ -178,11 +213,16 @@ impl<'de> Deserialize<'de> for Target {
             "leader" => Ok(Target::Leader),
             "follower" => Ok(Target::Follower),
             "random" => Ok(Target::Random),
-            other => other.strip_prefix("server-").and_then(|n| n.parse().ok()).map(Target::Server).ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "unknown target {other:?}: expected leader, follower, random or server-N"
-                ))
-            }),
+            other => {
+                let numbered = |prefix: &str| other.strip_prefix(prefix).and_then(|n| n.parse::<u32>().ok());
+                numbered("server-").map(Target::Server).or_else(|| numbered("agent-").map(Target::Agent)).ok_or_else(
+                    || {
+                        serde::de::Error::custom(format!(
+                            "unknown target {other:?}: expected leader, follower, random, server-N or agent-N"
+                        ))
+                    },
+                )
+            }
         }
     }
 }
@@ -375,8 +415,42 @@ impl Scenario {
                     ));
                 }
             }
+            self.validate_target(fault)?;
+        }
+        if let Some(agents) = &self.agents {
+            if agents.count == 0 || agents.count > 200 || agents.services.is_empty() {
+                return Err("agents: expected a count of 1 to 200 and at least one service".into());
+            }
+            if self.phases.liveness_s <= agents.catalog_within_s {
+                return Err("agents.catalog_within_s must be shorter than the liveness phase, which must see every \
+                            agent back"
+                    .into());
+            }
         }
         Ok(())
+    }
+
+    /// Agents can be crashed or cut off, and only if they exist; only servers can be replaced.
+    fn validate_target(&self, fault: &Fault) -> Result<(), String> {
+        let agents = self.agents.as_ref().map_or(0, |a| a.count);
+        match fault.kind {
+            FaultKind::Crash { target: Target::Agent(n), .. } | FaultKind::Isolate { target: Target::Agent(n), .. }
+                if n >= agents =>
+            {
+                Err(format!("target agent-{n} at {} s: the scenario has {agents} agents", fault.at_s))
+            }
+            FaultKind::Replace { target: Target::Agent(_), .. } => {
+                Err(format!("replace at {} s: only servers can be replaced", fault.at_s))
+            }
+            FaultKind::Crash { target: Target::Server(n), .. }
+            | FaultKind::Isolate { target: Target::Server(n), .. }
+            | FaultKind::Replace { target: Target::Server(n), .. }
+                if n >= self.servers =>
+            {
+                Err(format!("target server-{n} at {} s: the scenario starts {} servers", fault.at_s, self.servers))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

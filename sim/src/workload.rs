@@ -12,7 +12,7 @@ use madsim::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::cluster::http_addr;
+use crate::cluster::Targets;
 use crate::history::{ClientId, History, KvOp, KvResult, OpId};
 use crate::http::{request, HttpError, HttpResponse};
 use crate::scenario::Workload;
@@ -104,27 +104,34 @@ fn client_ip(client: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 2, client as u8 + 1))
 }
 
-/// Start `workload.clients` client hosts against `servers` servers.
-pub fn start(handle: &Handle, workload: &Workload, servers: usize, recorder: &Recorder) -> Clients {
+/// Start `workload.clients` client hosts against the `servers` targets.
+pub fn start(handle: &Handle, workload: &Workload, servers: &Targets, recorder: &Recorder) -> Clients {
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = (0..workload.clients)
         .map(|client| {
             let host = handle.create_node().name(format!("c{client}")).ip(client_ip(client)).build();
-            let (workload, recorder, stop) = (workload.clone(), recorder.clone(), stop.clone());
+            let (workload, recorder, stop, servers) =
+                (workload.clone(), recorder.clone(), stop.clone(), servers.clone());
             host.spawn(client_loop(client, workload, servers, recorder, stop))
         })
         .collect();
     Clients { stop, tasks }
 }
 
-async fn client_loop(client: ClientId, workload: Workload, servers: usize, recorder: Recorder, stop: Arc<AtomicBool>) {
+async fn client_loop(
+    client: ClientId,
+    workload: Workload,
+    servers: Targets,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+) {
     let limit = Duration::from_millis(workload.request_timeout_ms);
     let mut sequence = 0u64;
     while !stop.load(Ordering::SeqCst) {
         let pause = thread_rng().gen_range(workload.pause_ms[0]..=workload.pause_ms[1]);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let key = format!("k{}", thread_rng().gen_range(0..workload.keys));
-        let server = http_addr(thread_rng().gen_range(0..servers));
+        let server = servers.pick();
         let roll: f64 = thread_rng().gen();
         let (op, consistent) = if roll < workload.read_ratio {
             (KvOp::Get { key }, thread_rng().gen_bool(workload.consistent_read_ratio))
@@ -183,15 +190,15 @@ fn classify(op: &KvOp, response: &HttpResponse, anomalies: &Anomalies, server: S
 
 /// After the run: read every key once more with `?consistent`, retrying until answered, and add
 /// the reads to the history so the checkers see the final state.
-pub async fn final_reads(handle: &Handle, keys: u32, servers: usize, recorder: &Recorder) -> Result<(), String> {
+pub async fn final_reads(handle: &Handle, keys: u32, servers: &Targets, recorder: &Recorder) -> Result<(), String> {
     let host = handle.create_node().name("checker").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1))).build();
-    let recorder = recorder.clone();
+    let (recorder, servers) = (recorder.clone(), servers.clone());
     host.spawn(async move {
         for key in (0..keys).map(|k| format!("k{k}")) {
             let op = KvOp::Get { key: key.clone() };
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let server = http_addr(thread_rng().gen_range(0..servers));
+                let server = servers.pick();
                 let id = recorder.invoke(CHECKER_CLIENT, &op);
                 let observed = perform(server, &op, true, Duration::from_secs(3), &recorder.anomalies).await;
                 let answered = matches!(observed, Observed::Ok(_));
@@ -212,12 +219,13 @@ pub async fn final_reads(handle: &Handle, keys: u32, servers: usize, recorder: &
 }
 
 /// Write a probe key through any server until one write succeeds; returns when it did.
-pub async fn probe_write(handle: &Handle, servers: usize, limit: Duration) -> Option<Duration> {
+pub async fn probe_write(handle: &Handle, servers: &Targets, limit: Duration) -> Option<Duration> {
     let host = handle.create_node().name("prober").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 2))).build();
+    let servers = servers.clone();
     host.spawn(async move {
         let start = Instant::now();
         while start.elapsed() < limit {
-            let server = http_addr(thread_rng().gen_range(0..servers));
+            let server = servers.pick();
             let answer =
                 request(server, "PUT", "/v1/kv/probe", Bytes::from_static(b"probe"), Duration::from_secs(1)).await;
             if matches!(answer, Ok(HttpResponse { status: 200, .. })) {

@@ -71,7 +71,14 @@ impl Agent {
     }
 
     /// Leave the pool gracefully and tell whoever waits on [`Agent::left`] to stop the process.
+    /// A server that leads first takes itself out of the Raft configuration (see
+    /// [`Server::leave_raft`]); a follower is removed by the leader once gossip shows it left.
     pub async fn leave(&self) -> Result<(), GossipError> {
+        if let Backend::Server(server) = &self.backend {
+            if let Err(e) = server.leave_raft().await {
+                tracing::warn!(error = %e, "could not take this server out of the Raft configuration; leaving anyway");
+            }
+        }
         let result = self.gossip.leave(LEAVE_PROPAGATE).await;
         self.left.send_replace(true);
         result

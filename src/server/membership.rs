@@ -509,10 +509,43 @@ impl Server {
         }
     }
 
+    /// Before this server leaves the pool gracefully: if it leads a configuration with other
+    /// voters, it removes itself first, so quorum shrinks with it instead of counting a server
+    /// that is about to be gone (Consul's server `Leave` does the same). openraft keeps it
+    /// leading until that configuration commits, then it steps down and the others elect a
+    /// leader. A follower has nothing to do: the leader removes it when gossip shows it left.
+    pub async fn leave_raft(&self) -> Result<(), MembershipError> {
+        let deadline = Instant::now() + self.limits.hold_timeout;
+        loop {
+            let metrics = self.raft.metrics().borrow().clone();
+            let voters = metrics.membership_config.membership().voter_ids().count();
+            if metrics.state != ServerState::Leader || voters <= 1 {
+                return Ok(());
+            }
+            tracing::info!("leaving: removing this server, the leader, from the Raft configuration");
+            match self.change_membership(&MembershipAction::Remove(self.id, RemovalReason::Left)).await {
+                // Autopilot's change under way commits first; then ours.
+                Err(MembershipError::InProgress) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Apply one configuration change with the local Raft, which must lead. A removal takes the
     /// server out entirely (a voter is not kept as a learner).
     pub async fn change_membership(&self, action: &MembershipAction) -> Result<(), MembershipError> {
+        let _one_at_a_time = self.membership_changes.lock().await;
         let raft = &self.raft;
+        // A leader that has removed itself keeps leading until that change is applied, then steps
+        // down; openraft 0.9 must not be handed another change in between (it asserts).
+        let metrics = raft.metrics().borrow().clone();
+        let leads_as_voter = metrics.state == ServerState::Leader
+            && metrics.membership_config.membership().voter_ids().any(|voter| voter == self.id);
+        if !leads_as_voter {
+            return Err(MembershipError::Leader(LeaderError::NotLeader { leader: None }));
+        }
         // A configuration change commits twice (the joint configuration, then the final one).
         let limit = self.limits.commit_timeout * 2;
         let change = async {

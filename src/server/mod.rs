@@ -105,6 +105,9 @@ pub struct Server {
     last_leader_contact: Mutex<Instant>,
     /// Concurrent reads share read-index rounds (each started after the reads it serves).
     read_rounds: coalesce::Coalescer<Result<u64, LeaderError>>,
+    /// Held while a Raft configuration change is submitted and committed: autopilot, the
+    /// operator and a leaving leader change it one at a time, each seeing the last one's result.
+    membership_changes: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Server {
@@ -141,6 +144,7 @@ impl Server {
             limits,
             last_leader_contact: Mutex::new(Instant::now()),
             read_rounds: coalesce::Coalescer::default(),
+            membership_changes: tokio::sync::Mutex::new(()),
         }
     }
 
