@@ -44,7 +44,8 @@
 //!   with a `serfHealth` check, servers with the `consul` service; members that leave are
 //!   deregistered), as Consul's leader does. The Raft configuration follows gossip the same way,
 //!   through [`server::membership`] (autopilot). Neither loop is started by [`node`] yet.
-//! - [`http`]: the `/v1/...` API, an axum router over [`agent`]: `/v1/agent/*` from the agent,
+//! - [`http`]: the `/v1/...` API, an axum router over [`agent`]: `/v1/agent/*` and the gossip
+//!   keyring (`/v1/operator/keyring`, applied pool-wide by a gossip query) from the agent itself,
 //!   the rest from [`server`] (or forwarded by a client). Consul's JSON shapes and headers.
 //! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,
 //!   `leave`, `operator raft`, `keygen`, `keyring`).
