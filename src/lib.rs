@@ -48,7 +48,8 @@
 //!   through [`server::membership`] (autopilot): new servers join as learners and are promoted,
 //!   servers that leave or stay failed are removed. [`node`] starts both on every server; they
 //!   act only while it leads.
-//! - [`http`]: the `/v1/...` API, an axum router over [`agent`]: `/v1/agent/*` from the agent,
+//! - [`http`]: the `/v1/...` API, an axum router over [`agent`]: `/v1/agent/*` and the gossip
+//!   keyring (`/v1/operator/keyring`, applied pool-wide by a gossip query) from the agent itself,
 //!   the rest from [`server`] (or forwarded by a client). Consul's JSON shapes and headers.
 //! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,
 //!   `leave`, `operator raft`, `keygen`, `keyring`).

@@ -169,13 +169,73 @@ struct KeyringJson {
     #[serde(rename = "WAN", default)]
     wan: bool,
     datacenter: String,
+    #[serde(default)]
+    segment: String,
+    #[serde(default)]
+    messages: BTreeMap<String, String>,
     keys: BTreeMap<String, u32>,
     #[serde(default)]
     primary_keys: BTreeMap<String, u32>,
     num_nodes: u32,
 }
 
-/// `cairn keyring -list | -install KEY | -use KEY | -remove KEY`.
+/// One action of `cairn keyring`, with the line Consul prints before it.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyringAction<'a> {
+    List { primary_only: bool },
+    Change { method: &'static str, key: &'a str, banner: &'static str },
+}
+
+/// Consul's rules: exactly one action; `-relay-factor` within 0..=5; `-local-only` only to list.
+fn keyring_action(args: &Args) -> Result<KeyringAction<'_>, String> {
+    let changes = [
+        ("install", "POST", "Installing new gossip encryption key..."),
+        ("use", "PUT", "Changing primary gossip encryption key..."),
+        ("remove", "DELETE", "Removing gossip encryption key..."),
+    ];
+    let mut actions: Vec<KeyringAction> = changes
+        .iter()
+        .filter_map(|(flag, method, banner)| {
+            args.value(flag).filter(|key| !key.is_empty()).map(|key| KeyringAction::Change { method, key, banner })
+        })
+        .collect();
+    for (flag, primary_only) in [("list", false), ("list-primary", true)] {
+        if args.flag(flag) {
+            actions.push(KeyringAction::List { primary_only });
+        }
+    }
+    if actions.len() > 1 {
+        return Err("Only a single action is allowed".into());
+    }
+    let action = actions.pop().ok_or_else(|| KEYRING_USAGE.to_string())?;
+    if let Some(relay) = args.value("relay-factor") {
+        if !relay.parse::<u8>().is_ok_and(|n| n <= 5) {
+            return Err("Error parsing relay factor: Relay factor must be in range: [0, 5]".into());
+        }
+    }
+    if args.flag("local-only") && !matches!(action, KeyringAction::List { .. }) {
+        return Err("Error validating local-only: local-only can only be set for list requests".into());
+    }
+    Ok(action)
+}
+
+const KEYRING_USAGE: &str = "Usage: cairn keyring [options]
+
+  Manages encryption keys used for gossip messages: lists the keys installed in the cluster,
+  installs new ones, changes the primary and removes old ones, for key rotation cluster-wide
+  without disrupting the cluster. Exits 0 only if every member answered without error.
+
+  -list                 List all keys currently in use within the cluster.
+  -list-primary         List all primary keys currently in use within the cluster.
+  -install=<key>        Install a new encryption key on every member.
+  -use=<key>            Change the primary encryption key; it must be installed first.
+  -remove=<key>         Remove a key from every member; it must not be the primary.
+  -relay-factor=<n>     Accepted for compatibility (0 to 5); answers are not relayed.
+  -local-only           List this agent's keys only.
+  -http-addr=<addr>     The agent to ask (CAIRN_HTTP_ADDR, CONSUL_HTTP_ADDR; 127.0.0.1:8500).";
+
+/// `cairn keyring -list | -list-primary | -install KEY | -use KEY | -remove KEY`, with Consul's
+/// output.
 pub fn keyring(raw: &[String]) -> Outcome {
     let known = [
         ("list", Kind::Bool),
@@ -183,36 +243,111 @@ pub fn keyring(raw: &[String]) -> Outcome {
         ("install", Kind::Value),
         ("use", Kind::Value),
         ("remove", Kind::Value),
+        ("relay-factor", Kind::Value),
+        ("local-only", Kind::Bool),
     ];
     let args = Args::parse(raw, &known)?;
-    let body = |key: &str| serde_json::json!({ "Key": key }).to_string().into_bytes();
+    let action = keyring_action(&args)?;
+    let mut query = Vec::new();
+    if let Some(relay) = args.value("relay-factor").filter(|r| *r != "0") {
+        query.push(format!("relay-factor={relay}"));
+    }
+    if args.flag("local-only") {
+        query.push("local-only=true".to_string());
+    }
+    let path = if query.is_empty() {
+        "/v1/operator/keyring".to_string()
+    } else {
+        format!("/v1/operator/keyring?{}", query.join("&"))
+    };
     let target = agent(&args);
-    if let Some(key) = args.value("install") {
-        request(&target, "POST", "/v1/operator/keyring", &body(key)).map_err(|e| format!("Error: {e}"))?;
-        return Ok("==> Installing new gossip encryption key...\n".into());
-    }
-    if let Some(key) = args.value("use") {
-        request(&target, "PUT", "/v1/operator/keyring", &body(key)).map_err(|e| format!("Error: {e}"))?;
-        return Ok("==> Changing primary gossip encryption key...\n".into());
-    }
-    if let Some(key) = args.value("remove") {
-        request(&target, "DELETE", "/v1/operator/keyring", &body(key)).map_err(|e| format!("Error: {e}"))?;
-        return Ok("==> Removing gossip encryption key...\n".into());
-    }
-    if !(args.flag("list") || args.flag("list-primary")) {
-        return Err("Exactly one of -list, -list-primary, -install, -use or -remove must be given.".into());
-    }
-    let rings: Vec<KeyringJson> = request(&target, "GET", "/v1/operator/keyring", b"")
-        .and_then(|a| a.json())
-        .map_err(|e| format!("Error: {e}"))?;
-    let mut out = String::from("==> Gathering installed encryption keys...\n");
-    for ring in rings {
-        let pool = if ring.wan { "WAN".to_string() } else { format!("{} (LAN)", ring.datacenter) };
-        out.push_str(&format!("\n{pool}:\n"));
-        let keys = if args.flag("list-primary") { &ring.primary_keys } else { &ring.keys };
-        for (key, count) in keys {
-            out.push_str(&format!("  {key} [{count}/{}]\n", ring.num_nodes));
+    let primary_only = match action {
+        KeyringAction::Change { method, key, banner } => {
+            let body = serde_json::json!({ "Key": key }).to_string().into_bytes();
+            request(&target, method, &path, &body).map_err(|e| format!("error: {e}"))?;
+            return Ok(format!("==> {banner}\n"));
         }
+        KeyringAction::List { primary_only } => primary_only,
+    };
+    let rings: Vec<KeyringJson> =
+        request(&target, "GET", &path, b"").and_then(|a| a.json()).map_err(|e| format!("error: {e}"))?;
+    let banner = if primary_only { "primary encryption keys" } else { "encryption keys" };
+    let mut out = format!("==> Gathering installed {banner}...\n");
+    for ring in rings {
+        out.push_str(&keyring_pool(&ring, if primary_only { &ring.primary_keys } else { &ring.keys }));
     }
     Ok(out)
+}
+
+/// One pool in Consul's layout: a blank line, its name, members' messages, then each key with the
+/// members holding it out of all.
+fn keyring_pool(ring: &KeyringJson, keys: &BTreeMap<String, u32>) -> String {
+    let mut pool = if ring.wan { "WAN".to_string() } else { format!("{} (LAN)", ring.datacenter) };
+    if !ring.segment.is_empty() {
+        pool.push_str(&format!(" [{}]", ring.segment));
+    }
+    let mut out = format!("\n{pool}:\n");
+    for (node, message) in &ring.messages {
+        out.push_str(&format!("  ===> {node}: {message}\n"));
+    }
+    for (key, count) in keys {
+        out.push_str(&format!("  {key} [{count}/{}]\n", ring.num_nodes));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(raw: &[&str]) -> Result<String, String> {
+        let raw: Vec<String> = raw.iter().map(|s| s.to_string()).collect();
+        let known = [
+            ("list", Kind::Bool),
+            ("list-primary", Kind::Bool),
+            ("install", Kind::Value),
+            ("use", Kind::Value),
+            ("remove", Kind::Value),
+            ("relay-factor", Kind::Value),
+            ("local-only", Kind::Bool),
+        ];
+        let args = Args::parse(&raw, &known)?;
+        keyring_action(&args).map(|a| format!("{a:?}"))
+    }
+
+    /// Exactly one action, as Consul: two are refused, none prints the usage; the flags that only
+    /// make sense for some actions are checked before anything is sent.
+    #[test]
+    fn keyring_takes_one_action() {
+        assert_eq!(action(&["-list"]).unwrap(), "List { primary_only: false }");
+        assert_eq!(action(&["-list-primary", "-local-only"]).unwrap(), "List { primary_only: true }");
+        assert!(action(&["-use=k"]).unwrap().contains(r#"method: "PUT", key: "k""#));
+        assert!(action(&["-list=false", "-remove", "k"]).unwrap().contains("DELETE"));
+        assert_eq!(action(&["-list", "-install=k"]).unwrap_err(), "Only a single action is allowed");
+        assert_eq!(action(&["-use=a", "-remove=b"]).unwrap_err(), "Only a single action is allowed");
+        assert!(action(&[]).unwrap_err().starts_with("Usage: cairn keyring"));
+        assert!(action(&["-install="]).unwrap_err().starts_with("Usage: cairn keyring"));
+        assert!(action(&["-list", "-relay-factor=6"]).unwrap_err().contains("range: [0, 5]"));
+        assert!(action(&["-list", "-relay-factor=3"]).is_ok());
+        assert!(action(&["-install=k", "-local-only"]).unwrap_err().contains("only be set for list requests"));
+    }
+
+    /// A pool prints as Consul's `keyring -list` does, members' messages before the keys.
+    #[test]
+    fn keyring_pool_layout() {
+        let ring = KeyringJson {
+            wan: false,
+            datacenter: "dc1".into(),
+            segment: String::new(),
+            messages: BTreeMap::from([("c1".to_string(), "key is not installed".to_string())]),
+            keys: BTreeMap::from([("a==".to_string(), 3), ("b==".to_string(), 1)]),
+            primary_keys: BTreeMap::from([("a==".to_string(), 3)]),
+            num_nodes: 3,
+        };
+        assert_eq!(
+            keyring_pool(&ring, &ring.keys),
+            "\ndc1 (LAN):\n  ===> c1: key is not installed\n  a== [3/3]\n  b== [1/3]\n"
+        );
+        assert_eq!(keyring_pool(&ring, &ring.primary_keys).lines().last(), Some("  a== [3/3]"));
+    }
 }

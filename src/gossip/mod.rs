@@ -271,6 +271,9 @@ pub struct GossipConfig {
 /// names the meaning of the exchange; the byte encoding has its own version ([`wire::WIRE_VERSION`]).
 pub const PROTOCOL_VERSION: u8 = 2;
 
+/// Serf's `QueryTimeoutMult`: gossip intervals a query waits per `log10` of the cluster size.
+pub const QUERY_TIMEOUT_MULT: u32 = 16;
+
 /// Consul's default `reconnect_timeout`.
 pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(72 * 3600);
 
@@ -341,7 +344,8 @@ pub struct KeyringReport {
 }
 
 impl KeyringReport {
-    fn new(num_nodes: usize, responses: BTreeMap<String, Result<Vec<KeyInfo>, String>>) -> Self {
+    /// The report of `responses` when `num_nodes` answers were expected.
+    pub fn new(num_nodes: usize, responses: BTreeMap<String, Result<Vec<KeyInfo>, String>>) -> Self {
         let mut keys = BTreeMap::new();
         let mut primary_keys = BTreeMap::new();
         for info in responses.values().filter_map(|r| r.as_ref().ok()).flatten() {
@@ -491,6 +495,22 @@ impl Gossip {
         let (done, result) = oneshot::channel();
         self.command(driver::Command::Keyring { op, done }).await?;
         result.await.map_err(|_| GossipError::ShutDown)?
+    }
+
+    /// How long a cluster-wide keyring operation waits for answers: Serf's default query timeout,
+    /// `gossip_interval * 16 * ceil(log10(n + 1))` for `n` live members (3.2 s for up to nine
+    /// members on LAN timing). The query spreads by gossip, so the wait grows with the rounds it
+    /// needs to reach everyone.
+    pub fn query_timeout(&self) -> Duration {
+        let live = self
+            .inner
+            .membership
+            .borrow()
+            .iter()
+            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+            .count();
+        let rounds = ((live + 1) as f64).log10().ceil().max(1.0) as u32;
+        self.inner.timing.gossip_interval * QUERY_TIMEOUT_MULT * rounds
     }
 
     /// Apply `op` here and on every member (Serf-query style: a broadcast carries it, each member

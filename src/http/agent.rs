@@ -1,4 +1,5 @@
-//! `/v1/agent/*`: what the local agent answers itself, on servers and clients alike.
+//! `/v1/agent/*`: what the local agent answers itself, on servers and clients alike (with the
+//! gossip keyring API of [`super::keyring`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ pub fn routes() -> Router<Arc<Agent>> {
         .route("/v1/agent/join/{address}", put(join))
         .route("/v1/agent/leave", put(leave))
         .route("/v1/agent/force-leave/{node}", put(force_leave))
+        .merge(super::keyring::routes())
 }
 
 /// One member in Consul's `/v1/agent/members` shape (Serf's member with string tags).

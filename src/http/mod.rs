@@ -7,6 +7,7 @@
 
 mod agent;
 pub mod forward;
+mod keyring;
 mod kv;
 mod operator;
 mod query;
@@ -30,8 +31,9 @@ use std::time::Duration;
 /// Most HTTP connections served at once; further clients wait in the accept queue.
 pub const MAX_CONNECTIONS: usize = 4096;
 
-/// The API of `agent`: `/v1/agent/*` answered by the agent itself; everything else answered from
-/// the local Raft state on a server, or forwarded to a server by a client.
+/// The API of `agent`: `/v1/agent/*` and `/v1/operator/keyring` (a gossip matter) answered by the
+/// agent itself; everything else answered from the local Raft state on a server, or forwarded to a
+/// server by a client.
 pub fn router(agent: Arc<Agent>) -> Router {
     let local = agent::routes().with_state(agent.clone());
     match &agent.backend {

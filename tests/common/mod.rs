@@ -49,14 +49,14 @@ pub struct AgentPorts {
 }
 
 impl AgentPorts {
+    /// Five distinct free ports: each probe is held until all are picked, since a released probe
+    /// port may be handed out again at once. (Another process can still take one before the agent
+    /// binds it; tests that start many agents at once retry on "Address already in use".)
     pub fn free() -> AgentPorts {
-        AgentPorts {
-            http: free_port(),
-            dns: free_port(),
-            server: free_port(),
-            serf_lan: free_port(),
-            serf_wan: free_port(),
-        }
+        let probes: Vec<TcpListener> =
+            (0..5).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port")).collect();
+        let port = |i: usize| probes[i].local_addr().expect("local addr").port();
+        AgentPorts { http: port(0), dns: port(1), server: port(2), serf_lan: port(3), serf_wan: port(4) }
     }
 
     pub fn flags(&self) -> Vec<String> {
