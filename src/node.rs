@@ -15,7 +15,7 @@ use crate::config::AgentConfig;
 use crate::gossip::keyring::Keyring;
 use crate::gossip::{self, Gossip, GossipConfig, GossipTiming, MemberMeta, Role};
 use crate::raft::log_store::LogStore;
-use crate::raft::network::{ElectionFeedback, Network};
+use crate::raft::network::{Network, PeerFeedback};
 use crate::raft::snapshot_store::SnapshotStore;
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{openraft_config, raft_id_from_node_id, Raft, ServerInfo};
@@ -160,9 +160,14 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
             tasks.extend([
                 tokio::spawn(crate::rpc::serve(parts.rpc_listener, Preamble::SERVER, rpc_service)),
                 tokio::spawn(bootstrap::run(server.clone(), membership_view.clone(), config.bootstrap_expect)),
-                tokio::spawn(crate::server::election::run(server.clone(), config.raft.clone(), parts.feedback)),
+                tokio::spawn(crate::server::election::run(server.clone(), config.raft.clone(), parts.feedback.clone())),
                 // The two leader duties that follow gossip; idle on followers.
-                tokio::spawn(membership::run(server.clone(), membership_view.clone(), (&config.autopilot).into())),
+                tokio::spawn(membership::run(
+                    server.clone(),
+                    membership_view.clone(),
+                    (&config.autopilot).into(),
+                    parts.feedback.clone(),
+                )),
                 tokio::spawn(crate::reconcile::run(server.clone(), membership_view.clone())),
             ]);
             Some(server)
@@ -178,7 +183,7 @@ struct ServerParts {
     server: Arc<Server>,
     rpc_listener: TcpListener,
     rpc_addr: SocketAddr,
-    feedback: Arc<ElectionFeedback>,
+    feedback: Arc<PeerFeedback>,
 }
 
 async fn start_server(
@@ -200,7 +205,7 @@ async fn start_server(
     let state = state_machine.handle();
     let rpc = RpcClient::new(Preamble::SERVER);
     let raft_id = raft_id_from_node_id(node_id);
-    let feedback = Arc::new(ElectionFeedback::default());
+    let feedback = Arc::new(PeerFeedback::default());
     let network = Network::new(rpc.clone(), feedback.clone());
     let raft = Raft::new(raft_id, openraft_config(&config.raft), network, log_store, state_machine)
         .await

@@ -9,19 +9,27 @@ use openraft::raft::{
     VoteResponse,
 };
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{NodeId, ServerInfo, TypeConfig};
 use crate::rpc::{Request, Response, RpcClient, RpcError};
 
-/// What vote answers taught this server, for the election timer (`server::election`).
+/// What peers' answers taught this server: longer logs seen in vote answers (for the election
+/// timer, `server::election`) and when each peer last answered a replication request (for
+/// autopilot's `last_contact_threshold`, `server::membership`; openraft 0.9 reports no
+/// per-follower contact time itself).
 #[derive(Debug, Default)]
-pub struct ElectionFeedback {
+pub struct PeerFeedback {
     greater_log_seen: AtomicBool,
+    last_answer: Mutex<BTreeMap<NodeId, Instant>>,
 }
 
-impl ElectionFeedback {
+impl PeerFeedback {
     /// A voter refused us because its log is longer than ours.
     fn note_greater_log(&self) {
         self.greater_log_seen.store(true, Ordering::Relaxed);
@@ -31,17 +39,28 @@ impl ElectionFeedback {
     pub fn take_greater_log_seen(&self) -> bool {
         self.greater_log_seen.swap(false, Ordering::Relaxed)
     }
+
+    /// `peer` answered an AppendEntries or InstallSnapshot request.
+    fn note_answer(&self, peer: NodeId) {
+        self.last_answer.lock().expect("peer feedback lock").insert(peer, Instant::now());
+    }
+
+    /// How long ago each peer last answered a replication request, as of `now`.
+    pub fn last_contact(&self, now: Instant) -> BTreeMap<NodeId, Duration> {
+        let answers = self.last_answer.lock().expect("peer feedback lock");
+        answers.iter().map(|(peer, at)| (*peer, now.saturating_duration_since(*at))).collect()
+    }
 }
 
 /// Builds one [`PeerNetwork`] per replication stream or vote; they share the connection pool.
 #[derive(Debug, Clone)]
 pub struct Network {
     rpc: RpcClient,
-    feedback: Arc<ElectionFeedback>,
+    feedback: Arc<PeerFeedback>,
 }
 
 impl Network {
-    pub fn new(rpc: RpcClient, feedback: Arc<ElectionFeedback>) -> Self {
+    pub fn new(rpc: RpcClient, feedback: Arc<PeerFeedback>) -> Self {
         Network { rpc, feedback }
     }
 }
@@ -60,7 +79,7 @@ pub struct PeerNetwork {
     target: NodeId,
     node: ServerInfo,
     rpc: RpcClient,
-    feedback: Arc<ElectionFeedback>,
+    feedback: Arc<PeerFeedback>,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, ServerInfo, E>>;
@@ -106,7 +125,10 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
         match self.call(Request::AppendEntries(rpc), &option).await? {
-            Response::AppendEntries(result) => result.map_err(|e| self.remote(e)),
+            Response::AppendEntries(result) => {
+                self.feedback.note_answer(self.target);
+                result.map_err(|e| self.remote(e))
+            }
             _ => Err(Self::unexpected("AppendEntries")),
         }
     }
@@ -117,7 +139,10 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
         match self.call(Request::InstallSnapshot(rpc), &option).await? {
-            Response::InstallSnapshot(result) => result.map_err(|e| self.remote(e)),
+            Response::InstallSnapshot(result) => {
+                self.feedback.note_answer(self.target);
+                result.map_err(|e| self.remote(e))
+            }
             _ => Err(Self::unexpected("InstallSnapshot")),
         }
     }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::Server;
 use crate::config::RaftSettings;
-use crate::raft::network::ElectionFeedback;
+use crate::raft::network::PeerFeedback;
 use crate::raft::ServerState;
 
 /// When the next election is due.
@@ -40,7 +40,7 @@ fn draw_timeout(settings: &RaftSettings) -> Duration {
 }
 
 /// Run until Raft shuts down.
-pub async fn run(server: Arc<Server>, settings: RaftSettings, feedback: Arc<ElectionFeedback>) {
+pub async fn run(server: Arc<Server>, settings: RaftSettings, feedback: Arc<PeerFeedback>) {
     let lease = settings.election_timeout_max;
     let mut metrics = server.raft().metrics();
     let mut last_vote = metrics.borrow().vote;

@@ -44,6 +44,7 @@ use tokio::time::Instant;
 
 use super::{LeaderTarget, Server, ServerError};
 use crate::gossip::{Member, MemberStatus, Membership};
+use crate::raft::network::PeerFeedback;
 use crate::raft::{raft_id_from_node_id, Metrics, NodeId, ServerInfo, ServerState};
 use crate::rpc::message::{LeaderError, MembershipError, PeerRef, Request, Response};
 
@@ -63,6 +64,10 @@ pub struct AutopilotSettings {
     /// How far behind the leader's log a learner may be and still be promoted (Consul's
     /// `max_trailing_logs`, 250).
     pub max_trailing_logs: u64,
+    /// A learner is promoted only if it answered the leader's replication within this long
+    /// (Consul's `last_contact_threshold`, 200 ms): a server that is slow to answer would slow
+    /// every commit once it votes.
+    pub last_contact_threshold: Duration,
     /// Dead-server cleanup never leaves fewer voters than this (Consul's `min_quorum`, 0: no floor
     /// beyond quorum safety).
     pub min_quorum: usize,
@@ -80,8 +85,7 @@ impl Default for AutopilotSettings {
     }
 }
 
-/// The operator's `autopilot { ... }` settings, as the planner uses them. (`last_contact_threshold`
-/// has no counterpart: openraft 0.9 reports no per-follower contact time to judge it by.)
+/// The operator's `autopilot { ... }` settings, as the planner uses them.
 impl From<&crate::config::AutopilotSettings> for AutopilotSettings {
     fn from(config: &crate::config::AutopilotSettings) -> Self {
         AutopilotSettings {
@@ -89,6 +93,7 @@ impl From<&crate::config::AutopilotSettings> for AutopilotSettings {
             dead_server_cleanup_after: config.dead_server_cleanup_after,
             server_stabilization_time: config.server_stabilization_time,
             max_trailing_logs: config.max_trailing_logs,
+            last_contact_threshold: config.last_contact_threshold,
             min_quorum: config.min_quorum as usize,
             reconcile_interval: RECONCILE_INTERVAL,
         }
@@ -106,14 +111,16 @@ pub struct RaftMembershipView {
     pub last_log_index: u64,
     /// The highest log index known to be replicated to each follower and learner.
     pub matched: BTreeMap<NodeId, u64>,
+    /// How long ago each follower and learner last answered the leader's replication.
+    pub last_contact: BTreeMap<NodeId, Duration>,
     /// A change is under way (joint configuration, or the latest configuration is not yet
     /// applied): openraft accepts no other until it completes.
     pub changing: bool,
 }
 
 impl RaftMembershipView {
-    /// The view from openraft's metrics, if this server leads.
-    pub fn from_metrics(metrics: &Metrics) -> Option<Self> {
+    /// The view from openraft's metrics and the peers' last answers, if this server leads.
+    pub fn from_metrics(metrics: &Metrics, last_contact: BTreeMap<NodeId, Duration>) -> Option<Self> {
         if metrics.state != ServerState::Leader {
             return None;
         }
@@ -129,6 +136,7 @@ impl RaftMembershipView {
             learners: membership.learner_ids().filter_map(info).collect(),
             last_log_index: metrics.last_log_index.unwrap_or(0),
             matched: matched.filter_map(|(id, log_id)| Some((*id, log_id.as_ref()?.index))).collect(),
+            last_contact,
             changing: membership.get_joint_config().len() > 1 || config_index > applied,
         })
     }
@@ -341,30 +349,39 @@ fn promotions(
             .get(id)
             .is_some_and(|matched| current.last_log_index.saturating_sub(*matched) <= settings.max_trailing_logs)
     };
+    let in_contact =
+        |id: &NodeId| current.last_contact.get(id).is_some_and(|since| *since <= settings.last_contact_threshold);
     current
         .learners
         .keys()
-        .filter(|id| servers.get(**id).is_some_and(stable) && caught_up(id))
+        .filter(|id| servers.get(**id).is_some_and(stable) && caught_up(id) && in_contact(id))
         .map(|id| MembershipAction::Promote(*id))
         .collect()
 }
 
 /// Reconcile the Raft configuration with `membership` while this server leads, on every gossip
 /// change and every `reconcile_interval`. Returns when Raft or the gossip view shuts down.
-pub async fn run(server: Arc<Server>, membership: watch::Receiver<Membership>, settings: AutopilotSettings) {
+pub async fn run(
+    server: Arc<Server>,
+    membership: watch::Receiver<Membership>,
+    settings: AutopilotSettings,
+    feedback: Arc<PeerFeedback>,
+) {
     let interval = settings.reconcile_interval;
     super::leading::while_leading(server, membership, interval, "raft configuration", |server, gossip| {
-        let settings = settings.clone();
-        async move { reconcile_once(&server, &gossip, &settings).await }
+        let (settings, feedback) = (settings.clone(), feedback.clone());
+        async move { reconcile_once(&server, &gossip, &settings, &feedback).await }
     })
     .await
 }
 
 /// Plan against the current configuration and apply the actions in order. The first failure ends
 /// the round: the next round plans again from what actually happened.
-async fn reconcile_once(server: &Server, gossip: &Membership, settings: &AutopilotSettings) {
-    let Some(view) = RaftMembershipView::from_metrics(&server.raft().metrics().borrow()) else { return };
-    let actions = plan(&view, gossip, server.datacenter(), Instant::now(), settings);
+async fn reconcile_once(server: &Server, gossip: &Membership, settings: &AutopilotSettings, feedback: &PeerFeedback) {
+    let now = Instant::now();
+    let last_contact = feedback.last_contact(now);
+    let Some(view) = RaftMembershipView::from_metrics(&server.raft().metrics().borrow(), last_contact) else { return };
+    let actions = plan(&view, gossip, server.datacenter(), now, settings);
     for action in actions {
         let name = match &action {
             MembershipAction::AddLearner(info) => info.name.clone(),

@@ -47,8 +47,10 @@ fn view(voters: &[u64], learners: &[u64]) -> RaftMembershipView {
     let mut voters = members(voters);
     voters.insert(1, info(1));
     let learners = members(learners);
-    let matched = voters.keys().chain(learners.keys()).filter(|id| **id != 1).map(|id| (*id, 1000)).collect();
-    RaftMembershipView { leader: 1, voters, learners, last_log_index: 1000, matched, changing: false }
+    let followers = || voters.keys().chain(learners.keys()).filter(|id| **id != 1);
+    let matched = followers().map(|id| (*id, 1000)).collect();
+    let last_contact = followers().map(|id| (*id, Duration::from_millis(50))).collect();
+    RaftMembershipView { leader: 1, voters, learners, last_log_index: 1000, matched, last_contact, changing: false }
 }
 
 /// A gossip view where every server of `view` is alive since `since`, plus `extra` members.
@@ -120,6 +122,20 @@ fn a_learner_without_progress_is_not_promoted() {
     let mut current = view(&[], &[2]);
     current.matched.remove(&2);
     assert_eq!(plan(&current, &gossip, DC, now, &settings()), []);
+}
+
+/// A caught-up, stable learner that has not answered the leader within `last_contact_threshold`
+/// (or never has) stays a learner: as a voter it would slow every commit.
+#[test]
+fn a_learner_out_of_contact_is_not_promoted() {
+    let now = Instant::now();
+    let gossip = gossip_of(&[1, 2, 3], long_ago(now), vec![]);
+    let mut current = view(&[], &[2, 3]);
+    current.last_contact.insert(2, Duration::from_millis(201));
+    current.last_contact.remove(&3);
+    assert_eq!(plan(&current, &gossip, DC, now, &settings()), []);
+    current.last_contact.insert(2, Duration::from_millis(200));
+    assert_eq!(plan(&current, &gossip, DC, now, &settings()), [MembershipAction::Promote(2)]);
 }
 
 /// A server that left gracefully is removed at once, voter or learner.
@@ -301,7 +317,7 @@ fn the_view_is_read_from_leader_metrics() {
     metrics.membership_config = Arc::new(openraft::StoredMembership::new(Some(log_id(30)), membership));
     metrics.replication = Some([(2, Some(log_id(39))), (3, None)].into());
 
-    let view = RaftMembershipView::from_metrics(&metrics).expect("a leader has a view");
+    let view = RaftMembershipView::from_metrics(&metrics, BTreeMap::new()).expect("a leader has a view");
     assert_eq!(view.voters.keys().copied().collect::<Vec<_>>(), [1, 2]);
     assert_eq!(view.learners.keys().copied().collect::<Vec<_>>(), [3]);
     assert_eq!((view.leader, view.last_log_index), (1, 40));
@@ -310,8 +326,8 @@ fn the_view_is_read_from_leader_metrics() {
 
     // A configuration entry not yet applied means a change is still in flight.
     metrics.last_applied = Some(log_id(29));
-    assert!(RaftMembershipView::from_metrics(&metrics).unwrap().changing);
+    assert!(RaftMembershipView::from_metrics(&metrics, BTreeMap::new()).unwrap().changing);
 
     metrics.state = ServerState::Follower;
-    assert_eq!(RaftMembershipView::from_metrics(&metrics), None);
+    assert_eq!(RaftMembershipView::from_metrics(&metrics, BTreeMap::new()), None);
 }
