@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{get, http, Agent, AgentPorts, Response, TempDir};
+use common::{cli, get, http, Agent, AgentPorts, Response, TempDir};
 use serde_json::{json, Value};
 
 /// Generous: the agents share the machine's two cores with other builds and tests.
@@ -159,17 +158,6 @@ fn a_new_key_rolls_out_without_losing_a_member() {
     for agent in &agents {
         assert!(all_alive(agent), "all three still alive on {:?}", agent.ports);
     }
-}
-
-/// Run `cairn <args>` against `agent`; (success, stdout, stderr).
-fn cli(agent: &Agent, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .arg(format!("-http-addr=127.0.0.1:{}", agent.ports.http))
-        .output()
-        .expect("run the cairn CLI");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status.success(), text(&output.stdout), text(&output.stderr))
 }
 
 fn dev_agent(dir: &TempDir, extra: &[&str]) -> Agent {

@@ -2,27 +2,15 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{delete, get, leader_of, wait_until, Agent, AgentPorts, TempDir};
+use common::{cli, delete, get, leader_of, wait_until, Agent, AgentPorts, TempDir};
 
 fn dev_agent(dir: &TempDir) -> Agent {
     let agent =
         Agent::start(&["-dev".into(), "-node".into(), "dev1".into()], AgentPorts::free(), dir.path().join("agent.log"));
     wait_until(Duration::from_secs(20), "the dev agent to elect itself", || leader_of(agent.http()).is_some());
     agent
-}
-
-/// Run `cairn <args>` against `agent`; (success, stdout, stderr).
-fn cli(agent: &Agent, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .arg(format!("-http-addr=127.0.0.1:{}", agent.ports.http))
-        .output()
-        .expect("run the cairn CLI");
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
-    (output.status.success(), text(&output.stdout), text(&output.stderr))
 }
 
 /// The configuration of a single dev server, in Consul's shape: itself, leader and voter, at its

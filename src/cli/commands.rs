@@ -234,19 +234,21 @@ const KEYRING_USAGE: &str = "Usage: cairn keyring [options]
   -local-only           List this agent's keys only.
   -http-addr=<addr>     The agent to ask (CAIRN_HTTP_ADDR, CONSUL_HTTP_ADDR; 127.0.0.1:8500).";
 
+/// The flags of `cairn keyring`.
+const KEYRING_FLAGS: [(&str, Kind); 7] = [
+    ("list", Kind::Bool),
+    ("list-primary", Kind::Bool),
+    ("install", Kind::Value),
+    ("use", Kind::Value),
+    ("remove", Kind::Value),
+    ("relay-factor", Kind::Value),
+    ("local-only", Kind::Bool),
+];
+
 /// `cairn keyring -list | -list-primary | -install KEY | -use KEY | -remove KEY`, with Consul's
 /// output.
 pub fn keyring(raw: &[String]) -> Outcome {
-    let known = [
-        ("list", Kind::Bool),
-        ("list-primary", Kind::Bool),
-        ("install", Kind::Value),
-        ("use", Kind::Value),
-        ("remove", Kind::Value),
-        ("relay-factor", Kind::Value),
-        ("local-only", Kind::Bool),
-    ];
-    let args = Args::parse(raw, &known)?;
+    let args = Args::parse(raw, &KEYRING_FLAGS)?;
     let action = keyring_action(&args)?;
     let mut query = Vec::new();
     if let Some(relay) = args.value("relay-factor").filter(|r| *r != "0") {
@@ -302,16 +304,7 @@ mod tests {
 
     fn action(raw: &[&str]) -> Result<String, String> {
         let raw: Vec<String> = raw.iter().map(|s| s.to_string()).collect();
-        let known = [
-            ("list", Kind::Bool),
-            ("list-primary", Kind::Bool),
-            ("install", Kind::Value),
-            ("use", Kind::Value),
-            ("remove", Kind::Value),
-            ("relay-factor", Kind::Value),
-            ("local-only", Kind::Bool),
-        ];
-        let args = Args::parse(&raw, &known)?;
+        let args = Args::parse(&raw, &KEYRING_FLAGS)?;
         keyring_action(&args).map(|a| format!("{a:?}"))
     }
 

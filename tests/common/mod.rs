@@ -120,6 +120,17 @@ impl Agent {
     }
 }
 
+/// Run the `cairn <args>` CLI against `agent`'s HTTP API; (success, stdout, stderr).
+pub fn cli(agent: &Agent, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .arg(format!("-http-addr=127.0.0.1:{}", agent.ports.http))
+        .output()
+        .expect("run the cairn CLI");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
