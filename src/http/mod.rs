@@ -4,6 +4,12 @@
 //! own listener, because `axum::serve` spawns on the real tokio and would escape the simulator.
 //! Responses follow Consul: JSON in PascalCase, errors as plain text with Consul's status codes,
 //! `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact` on reads.
+//!
+//! State-backed routes, answered by servers: `/v1/kv/*` (`kv.rs`), `/v1/catalog/*` (`catalog.rs`:
+//! register, deregister, nodes, services, datacenters), `/v1/health/*` (`health.rs`: a service's
+//! instances with their checks, `?passing`, checks by service, node or state; the JSON shapes of
+//! both in `catalog_json.rs`), `/v1/status/*` and `/v1/operator/raft/*`. Every state read takes
+//! `?stale`/`?consistent` and blocks with `?index=&wait=` (`query::blocking_read`).
 
 mod agent;
 mod catalog;
