@@ -91,6 +91,7 @@ fn an_external_service_through_every_endpoint() {
     assert_eq!(get(addr, "/v1/catalog/service/web?node-meta=rack:r2").json(), json!([]));
     assert!(names(&get(addr, "/v1/catalog/nodes").json(), "Node").contains(&"ext1".to_owned()));
     assert_eq!(names(&get(addr, "/v1/catalog/nodes?node-meta=rack:r1").json(), "Node"), ["ext1"]);
+    assert_eq!(get(addr, "/v1/catalog/services?node-meta=rack:r1").json(), json!({"web": ["primary", "v1"]}));
     let node = get(addr, "/v1/catalog/node/ext1").json();
     assert_eq!(
         (&node["Node"]["Address"], &node["Services"]["web-1"]["Tags"]),
@@ -141,6 +142,30 @@ fn blocking_health_query_wakes_on_its_check() {
     let new_index = index_of(&woken);
     let idle = get(addr, &format!("/v1/health/service/web?index={new_index}&wait=200ms&stale"));
     assert_eq!(index_of(&idle), new_index);
+}
+
+/// A client agent answers the catalog and health API through a server: it registers and reads
+/// as the server does, and the leader lists the client itself as a node with `serfHealth`.
+#[test]
+fn a_client_agent_forwards_catalog_requests() {
+    let dir = TempDir::new("catalog-client");
+    let server = dev_agent(&dir);
+    let join = format!("127.0.0.1:{}", server.ports.serf_lan);
+    let data_dir = dir.path().join("c1").display().to_string();
+    let args =
+        ["-node", "c1", "-bind", "127.0.0.1", "-data-dir", &data_dir, "-retry-join", &join, "-retry-interval", "200ms"];
+    let client = Agent::start(&args.map(String::from), AgentPorts::free(), dir.path().join("c1.log"));
+    let addr = client.http();
+    wait_until(Duration::from_secs(30), "the leader to register the client", || {
+        let checks = common::http(addr, "GET", "/v1/health/node/c1", b"").ok().filter(|r| r.status == 200);
+        checks.is_some_and(|r| r.json().get(0).is_some_and(|check| check["CheckID"] == "serfHealth"))
+    });
+    register_web(addr, "passing");
+    let health = get(addr, "/v1/health/service/web?passing");
+    assert_eq!(health.status, 200, "{}", health.text());
+    assert_eq!(health.json()[0]["Service"]["ID"], "web-1");
+    assert!(index_of(&health) > 0);
+    assert_eq!(names(&get(server.http(), "/v1/catalog/service/web").json(), "Node"), ["ext1"]);
 }
 
 /// Bad requests are refused with a reason: malformed bodies name the field, oversized bodies

@@ -18,7 +18,7 @@ use super::catalog_json::{decode, DeregisterBody, NodeJson, NodeServicesJson, Re
 use super::query::{check_datacenter, read_request, NodeMetaFilter, Params, TagFilter};
 use super::{encode, json_body, json_read, read_body, ApiError};
 use crate::server::Server;
-use crate::state::{CatalogCommand, Command, Outcome};
+use crate::state::{Catalog, CatalogCommand, Command, Outcome};
 
 /// Largest registration body accepted. A registration holds one node, one service and its
 /// checks; Consul's 512 KiB KV value limit is generous for that and keeps one request bounded.
@@ -93,29 +93,29 @@ async fn nodes(AxumState(server): ServerState, RawQuery(query): RawQuery) -> Res
     .await
 }
 
-/// Every service name with the union of its instances' tags; with `?node-meta=`, only the
-/// instances on matching nodes count.
+/// Every service name with the union of its instances' tags.
 async fn services(AxumState(server): ServerState, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
     let (params, options) = read_request(query.as_deref(), &server)?;
     let meta = NodeMetaFilter::from_params(&params);
     json_read(&server, options, |state| {
         let catalog = state.catalog();
-        let mut names = catalog.service_names();
-        if meta != NodeMetaFilter::default() {
-            names = names
-                .into_keys()
-                .filter_map(|name| {
-                    let instances = catalog.service_instances(&name);
-                    let mut kept = instances.into_iter().filter(|(node, _)| meta.matches(node)).peekable();
-                    kept.peek()?;
-                    let tags: BTreeSet<String> = kept.flat_map(|(_, instance)| instance.tags.iter().cloned()).collect();
-                    Some((name, tags))
-                })
-                .collect::<BTreeMap<_, _>>();
-        }
+        let names =
+            if meta == NodeMetaFilter::default() { catalog.service_names() } else { service_names_on(catalog, &meta) };
         (catalog.services_index(), encode(&names))
     })
     .await
+}
+
+/// `/v1/catalog/services?node-meta=`: only instances on matching nodes count, and a name with
+/// none there is left out.
+fn service_names_on(catalog: &Catalog, meta: &NodeMetaFilter) -> BTreeMap<String, BTreeSet<String>> {
+    let tags_on_matching_nodes = |name: String| {
+        let instances = catalog.service_instances(&name);
+        let mut kept = instances.into_iter().filter(|(node, _)| meta.matches(node)).peekable();
+        kept.peek()?;
+        Some((name, kept.flat_map(|(_, instance)| instance.tags.iter().cloned()).collect()))
+    };
+    catalog.service_names().into_keys().filter_map(tags_on_matching_nodes).collect()
 }
 
 async fn service(
