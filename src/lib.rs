@@ -50,7 +50,9 @@
 //!   act only while it leads.
 //! - [`http`]: the `/v1/...` API, an axum router over [`agent`]: `/v1/agent/*` and the gossip
 //!   keyring (`/v1/operator/keyring`, applied pool-wide by a gossip query) from the agent itself,
-//!   the rest from [`server`] (or forwarded by a client). Consul's JSON shapes and headers.
+//!   the rest from [`server`] (or forwarded by a client): KV, the catalog (`/v1/catalog/*`:
+//!   register and deregister, nodes, services) and health (`/v1/health/*`: instances with their
+//!   checks, `?passing`), blocking queries on each. Consul's JSON shapes and headers.
 //! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,
 //!   `leave`, `operator raft`, `keygen`, `keyring`).
 //! - [`io`]: the thin shell over the runtime: the openraft runtime adapter, the seeded randomness

@@ -9,11 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use base64::Engine as _;
-use http_body_util::BodyExt;
 use serde::Serialize;
 
 use super::query::{blocking_read, Params, QueryOptions};
-use super::{json_body, read_headers, ApiError};
+use super::{encode, json_body, read_body, read_headers, ApiError};
 use crate::server::Server;
 use crate::state::{Command, KvCommand, KvEntry, Outcome};
 
@@ -126,17 +125,17 @@ async fn read(server: Arc<Server>, key: String, query: Option<String>) -> Result
         let kv = state.kv();
         if keys {
             let list = kv.keys(&key, separator.as_deref().filter(|s| !s.is_empty()));
-            let result = if list.is_empty() { ReadResult::NotFound } else { ReadResult::Keys(to_json(&list)) };
+            let result = if list.is_empty() { ReadResult::NotFound } else { ReadResult::Keys(encode(&list)) };
             (kv.index_for_prefix(&key), result)
         } else if recurse {
             let entries: Vec<EntryJson> = kv.list(&key).map(EntryJson::from).collect();
-            let result = if entries.is_empty() { ReadResult::NotFound } else { ReadResult::Entries(to_json(&entries)) };
+            let result = if entries.is_empty() { ReadResult::NotFound } else { ReadResult::Entries(encode(&entries)) };
             (kv.index_for_prefix(&key), result)
         } else {
             let result = match kv.get(&key) {
                 None => ReadResult::NotFound,
                 Some(entry) if raw => ReadResult::Raw(entry.value.clone()),
-                Some(entry) => ReadResult::Entries(to_json(&[EntryJson::from(entry)])),
+                Some(entry) => ReadResult::Entries(encode(&[EntryJson::from(entry)])),
             };
             (kv.index_for_key(&key), result)
         }
@@ -152,10 +151,6 @@ async fn read(server: Arc<Server>, key: String, query: Option<String>) -> Result
     })
 }
 
-fn to_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("KV JSON is plain data and always encodes")
-}
-
 async fn write(server: Arc<Server>, key: String, query: Option<String>, body: Body) -> Result<Response, ApiError> {
     let params = Params::parse(query.as_deref())?;
     if key.is_empty() {
@@ -168,7 +163,7 @@ async fn write(server: Arc<Server>, key: String, query: Option<String>, body: Bo
         ));
     }
     let flags = params.number("flags")?.unwrap_or(0);
-    let value = read_value(body).await?;
+    let value = read_body(body, MAX_VALUE_BYTES).await?;
     let command = match params.number("cas")? {
         Some(expected_modify_index) => KvCommand::Cas { key, value, flags, expected_modify_index },
         None => KvCommand::Set { key, value, flags },
@@ -198,18 +193,5 @@ async fn submit(server: &Server, command: KvCommand) -> Result<Response, ApiErro
         Outcome::Done => Ok(json_body(&true)),
         Outcome::CasFailed => Ok(json_body(&false)),
         Outcome::Rejected(why) => Err(ApiError::bad_request(why)),
-    }
-}
-
-/// Read a request body of at most [`MAX_VALUE_BYTES`], answering 413 beyond it.
-async fn read_value(body: Body) -> Result<Bytes, ApiError> {
-    let limited = http_body_util::Limited::new(body, MAX_VALUE_BYTES);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            message: format!("Request body too large: values are limited to {MAX_VALUE_BYTES} bytes"),
-        }),
-        Err(e) => Err(ApiError::bad_request(format!("could not read request body: {e}"))),
     }
 }

@@ -4,9 +4,18 @@
 //! own listener, because `axum::serve` spawns on the real tokio and would escape the simulator.
 //! Responses follow Consul: JSON in PascalCase, errors as plain text with Consul's status codes,
 //! `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact` on reads.
+//!
+//! State-backed routes, answered by servers: `/v1/kv/*` (`kv.rs`), `/v1/catalog/*` (`catalog.rs`:
+//! register, deregister, nodes, services, datacenters), `/v1/health/*` (`health.rs`: a service's
+//! instances with their checks, `?passing`, checks by service, node or state; the JSON shapes of
+//! both in `catalog_json.rs`), `/v1/status/*` and `/v1/operator/raft/*`. Every state read takes
+//! `?stale`/`?consistent` and blocks with `?index=&wait=` (`query::blocking_read`).
 
 mod agent;
+mod catalog;
+mod catalog_json;
 pub mod forward;
+mod health;
 mod keyring;
 mod kv;
 mod operator;
@@ -44,7 +53,13 @@ pub fn router(agent: Arc<Agent>) -> Router {
 
 /// The state-backed routes, over one server.
 fn server_routes(server: Arc<Server>) -> Router {
-    Router::new().merge(kv::routes()).merge(status::routes()).merge(operator::routes()).with_state(server)
+    Router::new()
+        .merge(kv::routes())
+        .merge(catalog::routes())
+        .merge(health::routes())
+        .merge(status::routes())
+        .merge(operator::routes())
+        .with_state(server)
 }
 
 /// A client agent's answer to every state-backed request: the answer of a server.
@@ -116,6 +131,38 @@ fn read_headers(index: u64, meta: ReadMeta) -> HeaderMap {
     headers.insert("x-consul-knownleader", HeaderValue::from_static(if meta.known_leader { "true" } else { "false" }));
     headers.insert("x-consul-lastcontact", HeaderValue::from(meta.last_contact_ms));
     headers
+}
+
+/// Read a request body of at most `limit` bytes, answering 413 beyond it: every body is
+/// untrusted and buffered whole, so none may be unbounded.
+async fn read_body(body: axum::body::Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("Request body too large: the limit is {limit} bytes"),
+        }),
+        Err(e) => Err(ApiError::bad_request(format!("could not read request body: {e}"))),
+    }
+}
+
+/// Encode a response shape. Shapes are plain data (strings, numbers, string-keyed maps), which
+/// always encode: a failure is a bug in a shape.
+fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("response shapes are plain data and always encode")
+}
+
+/// Answer a blocking read (see [`query::blocking_read`]) as JSON with Consul's read headers.
+/// `read` returns the index and the encoded body: encoding under the state lock lets the shapes
+/// borrow rows instead of cloning them.
+async fn json_read(
+    server: &Server,
+    options: QueryOptions,
+    read: impl Fn(&crate::state::State) -> (u64, Vec<u8>),
+) -> Result<Response, ApiError> {
+    let (index, json, meta) = query::blocking_read(server, options, read).await?;
+    Ok((read_headers(index, meta), [("content-type", "application/json")], json).into_response())
 }
 
 /// A JSON body with Consul's content type.
