@@ -1,21 +1,31 @@
 //! The client agents' services in the catalog: registering them at the start (as each agent's
-//! anti-entropy would) and sampling, from outside, what every server's `?passing` answer shows of
-//! them. [`crate::check::catalog`] judges the samples.
+//! anti-entropy would) and sampling, from a host of its own, what every server answers to
+//! `GET /v1/health/service/<name>?passing&stale` (each server's own view, as a user asking that
+//! server sees it). [`crate::check::catalog`] judges the samples.
 
-use std::net::IpAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
+use madsim::runtime::Handle;
 
 use cairn::state::{CatalogCommand, Command, Outcome, Registration, ServiceDefinition};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::check::catalog::Sample;
-use crate::cluster::{agent_ip, Host};
+use crate::cluster::{agent_ip, http_addr, Host};
 use crate::faults::SharedCluster;
+use crate::http::request;
 
 /// How often the catalog is sampled (simulated time).
 const SAMPLE_EVERY: Duration = Duration::from_millis(200);
+/// A server that has not answered within this long is left out of the sample.
+const ANSWER_WITHIN: Duration = Duration::from_millis(500);
+/// The sampler's own host.
+const WATCH_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 3, 3));
 /// Port every simulated service instance listens on.
 const SERVICE_PORT: u16 = 8080;
 
@@ -65,26 +75,44 @@ async fn register_once(cluster: &SharedCluster, agent: usize, service: &str) -> 
     }
 }
 
-/// What every live server answers for one agent: (all instances passing everywhere, none passing
-/// anywhere).
-fn observe(cluster: &SharedCluster, agent: usize, services: &[String]) -> (bool, bool) {
-    let c = cluster.lock().expect("cluster lock");
-    let node = format!("a{agent}");
-    let address: IpAddr = agent_ip(agent);
-    let (mut visible, mut hidden) = (true, true);
-    for server in c.active().into_iter().filter_map(|i| c.live(i)) {
-        let state = server.state().read();
-        for service in services {
-            let passing = state
-                .catalog()
-                .passing_instances(service)
-                .iter()
-                .any(|(n, instance)| n.node == node && n.address == address.to_string() && instance.id == *service);
-            visible &= passing;
-            hidden &= !passing;
+/// For each up server that answers, the node names it lists as passing instances of `service`.
+/// A server that does not answer in time (down, cut off) has no say in this sample.
+async fn passing_nodes(servers: &[SocketAddr], service: &str) -> Vec<BTreeSet<String>> {
+    let path = format!("/v1/health/service/{service}?passing&stale");
+    let mut answers = Vec::new();
+    for server in servers {
+        let Ok(response) = request(*server, "GET", &path, Bytes::new(), ANSWER_WITHIN).await else { continue };
+        if response.status != 200 {
+            continue;
         }
+        let Ok(entries) = serde_json::from_slice::<Vec<serde_json::Value>>(&response.body) else { continue };
+        answers.push(entries.iter().filter_map(|e| e["Node"]["Node"].as_str().map(str::to_owned)).collect());
     }
-    (visible, hidden)
+    answers
+}
+
+/// One sample of every agent: visible when every answering server lists it for every service,
+/// hidden when none lists it for any.
+async fn sample(cluster: &SharedCluster, services: &[String], start: Instant) -> Vec<Sample> {
+    let at_ms = start.elapsed().as_millis() as u64;
+    let (servers, agents) = {
+        let c = cluster.lock().expect("cluster lock");
+        let up = c.active().into_iter().filter(|i| c.is_up(Host::Server(*i))).map(http_addr).collect::<Vec<_>>();
+        (up, c.agent_count())
+    };
+    let mut answers = Vec::new();
+    for service in services {
+        answers.extend(passing_nodes(&servers, service).await);
+    }
+    let until_ms = start.elapsed().as_millis() as u64;
+    (0..agents)
+        .map(|agent| {
+            let node = format!("a{agent}");
+            let visible = !answers.is_empty() && answers.iter().all(|nodes| nodes.contains(&node));
+            let hidden = !answers.is_empty() && answers.iter().all(|nodes| !nodes.contains(&node));
+            Sample { at_ms, until_ms, agent, visible, hidden }
+        })
+        .collect()
 }
 
 /// Samples taken so far, shared with the sampling task.
@@ -97,18 +125,15 @@ impl Samples {
     }
 }
 
-/// Sample every agent every [`SAMPLE_EVERY`] until the task is aborted.
+/// Sample every agent every [`SAMPLE_EVERY`], from a host of its own, until the task is aborted.
 pub fn start_sampling(cluster: SharedCluster, services: Vec<String>, start: Instant) -> (Samples, JoinHandle<()>) {
     let samples = Samples::default();
     let sink = samples.clone();
-    let task = tokio::spawn(async move {
+    let host = Handle::current().create_node().name("catalog-watch").ip(WATCH_IP).build();
+    let task = host.spawn(async move {
         loop {
-            let agents = cluster.lock().expect("cluster lock").agent_count();
-            let at_ms = start.elapsed().as_millis() as u64;
-            for agent in 0..agents {
-                let (visible, hidden) = observe(&cluster, agent, &services);
-                sink.0.lock().expect("samples lock").push(Sample { at_ms, agent, visible, hidden });
-            }
+            let taken = sample(&cluster, &services, start).await;
+            sink.0.lock().expect("samples lock").extend(taken);
             tokio::time::sleep(SAMPLE_EVERY).await;
         }
     });

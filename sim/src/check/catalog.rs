@@ -20,10 +20,12 @@ pub struct AgentEvent {
     pub up: bool,
 }
 
-/// What every server's `?passing` answers showed of one agent at one time.
+/// What every server's `?passing` answers showed of one agent, asked between `at_ms` and
+/// `until_ms` (the answers arrive over a while; a sample speaks for that whole span).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
     pub at_ms: u64,
+    pub until_ms: u64,
     pub agent: usize,
     /// Every server answered all of the agent's instances as passing.
     pub visible: bool,
@@ -59,7 +61,7 @@ pub fn check_catalog_follows_agents(
 }
 
 /// For each event, how long until the samples first showed it (down: hidden everywhere; up:
-/// visible everywhere), in ms; `None` where they never did before the next event. For reports.
+/// visible everywhere), in ms up to the last answer of the first such sample; `None` where they never did before the next event. For reports.
 pub fn reaction_times_ms(events: &[AgentEvent], samples: &[Sample]) -> Vec<(AgentEvent, Option<u64>)> {
     events
         .iter()
@@ -67,9 +69,9 @@ pub fn reaction_times_ms(events: &[AgentEvent], samples: &[Sample]) -> Vec<(Agen
             let next = events.iter().find(|e| e.agent == event.agent && e.at_ms > event.at_ms).map(|e| e.at_ms);
             let shown = samples
                 .iter()
-                .filter(|s| s.agent == event.agent && s.at_ms >= event.at_ms && next.is_none_or(|n| s.at_ms < n))
+                .filter(|s| s.agent == event.agent && s.at_ms >= event.at_ms && next.is_none_or(|n| s.until_ms < n))
                 .find(|s| if event.up { s.visible } else { s.hidden })
-                .map(|s| s.at_ms - event.at_ms);
+                .map(|s| s.until_ms - event.at_ms);
             (*event, shown)
         })
         .collect()
@@ -80,7 +82,7 @@ fn check_stretch(agent: usize, up: bool, from: u64, to: u64, bound_ms: u64, samp
         return Ok(());
     }
     let judged: Vec<&Sample> =
-        samples.iter().filter(|s| s.agent == agent && s.at_ms >= from + bound_ms && s.at_ms < to).collect();
+        samples.iter().filter(|s| s.agent == agent && s.at_ms >= from + bound_ms && s.until_ms < to).collect();
     let state = if up { "up" } else { "down" };
     if judged.is_empty() && to > from + bound_ms {
         return Err(format!("a{agent} was {state} from {from} ms to {to} ms but nothing was sampled after the bound"));
@@ -112,7 +114,7 @@ mod tests {
             .step_by(100)
             .map(|at_ms| {
                 let (visible, hidden) = state(at_ms);
-                Sample { at_ms, agent, visible, hidden }
+                Sample { at_ms, until_ms: at_ms + 20, agent, visible, hidden }
             })
             .collect()
     }
@@ -174,7 +176,20 @@ mod tests {
         });
         let times: Vec<Option<u64>> =
             reaction_times_ms(&[down(10_000), up(30_000)], &observed).into_iter().map(|(_, ms)| ms).collect();
-        assert_eq!(times, [Some(5_000), Some(2_000)]);
+        assert_eq!(times, [Some(5_020), Some(2_020)]);
+    }
+
+    /// A sample whose answers were still arriving when the agent came back speaks for neither
+    /// stretch: it is not judged.
+    #[test]
+    fn a_sample_spanning_an_event_is_not_judged() {
+        let mut observed = samples(0, 0, 50_000, |t| {
+            let hidden = (15_000..30_000).contains(&t);
+            (!hidden, hidden)
+        });
+        // Asked at 29.9 s, while down; the last answer came after the restart at 30 s.
+        observed.push(Sample { at_ms: 29_900, until_ms: 30_100, agent: 0, visible: true, hidden: false });
+        assert!(check_catalog_follows_agents(1, &[down(10_000), up(30_000)], &observed, 0, 50_000, 6_000).is_ok());
     }
 
     /// A stretch long enough to judge with no samples in it is an error, not a pass.
