@@ -123,19 +123,20 @@ fn later_files_override_earlier_ones() {
     assert_eq!(config.ports.dns, 8601);
 }
 
-/// A directory's `*.json` files load in lexical order; other files and subdirectories are skipped.
+/// A directory's `*.json` and `*.hcl` files load in one lexical order; other files and
+/// subdirectories are skipped.
 #[test]
-fn config_dir_loads_json_files_in_lexical_order() {
+fn config_dir_loads_json_and_hcl_files_in_lexical_order() {
     let dir = TempDir::new("lexical");
     dir.write("conf.d/20-last.json", r#"{"node_name":"twenty"}"#);
     dir.write("conf.d/10-middle.json", r#"{"node_name":"ten","datacenter":"ten"}"#);
     dir.write("conf.d/02-first.json", r#"{"node_name":"two","datacenter":"two","data_dir":"/d"}"#);
     dir.write("conf.d/99-notes.txt", "not json at all");
-    dir.write("conf.d/99-later.hcl", "node_name = \"hcl\"");
+    dir.write("conf.d/15-between.hcl", "datacenter = \"fifteen\"");
     dir.write("conf.d/99-sub/zz.json", r#"{"node_name":"nested"}"#);
     let config = load(&[&flag("config-dir", &dir.path("conf.d"))]).unwrap();
     assert_eq!(config.node_name, "twenty");
-    assert_eq!(config.datacenter, "ten");
+    assert_eq!(config.datacenter, "fifteen");
 }
 
 /// Every `-config-file` applies before any `-config-dir`, whatever order the flags come in.
@@ -265,13 +266,19 @@ fn missing_config_file_is_named() {
     assert!(matches!(&err, ConfigError::File { path, .. } if *path == missing), "{err:?}");
 }
 
-/// A config file named explicitly in a format cairn cannot read yet is refused, not skipped.
+/// An HCL file is a whole agent config, as in Consul; a format cairn cannot read is refused.
 #[test]
-fn explicit_hcl_file_is_unsupported() {
+fn explicit_hcl_file_loads_and_yaml_is_unsupported() {
     let dir = TempDir::new("hcl");
-    let file = dir.write("server.hcl", "server = true\n");
-    let err = load(&[&"-dev", &flag("config-file", &file)]).unwrap_err();
-    assert!(matches!(&err, ConfigError::UnsupportedFormat { path } if *path == file), "{err:?}");
+    let file =
+        dir.write("server.hcl", "server = true\nretry_join = [\"10.0.0.2\"]\nautopilot {\n  min_quorum = 3\n}\n");
+    let config = load(&[&"-dev", &flag("config-file", &file)]).unwrap();
+    assert!(config.server);
+    assert_eq!(config.retry_join, [join("10.0.0.2", 8301)]);
+    assert_eq!(config.autopilot.min_quorum, 3);
+    let yaml = dir.write("server.yaml", "server: true\n");
+    let err = load(&[&"-dev", &flag("config-file", &yaml)]).unwrap_err();
+    assert!(matches!(&err, ConfigError::UnsupportedFormat { path } if *path == yaml), "{err:?}");
 }
 
 /// A file over the size limit is refused before it is parsed.

@@ -36,9 +36,15 @@ pub enum ConfigError {
         source: io::Error,
     },
 
-    /// A config file named explicitly whose format cairn cannot read yet (anything but `.json`).
-    #[error("{}: cairn reads only .json config files (HCL is not supported yet)", path.display())]
+    /// A config file named explicitly whose format cairn cannot read (anything but `.json` and
+    /// `.hcl`).
+    #[error("{}: cairn reads .json and .hcl config files", path.display())]
     UnsupportedFormat { path: PathBuf },
+
+    /// An HCL config file does not parse, or a value has the wrong type. The position is there when
+    /// the HCL parser gives one (syntax errors); type errors name the field instead.
+    #[error("{}{}: {}{message}", path.display(), position.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default(), located(field_path))]
+    Hcl { path: PathBuf, field_path: String, position: Option<(usize, usize)>, message: String },
 
     /// A config file is not valid JSON, or a value has the wrong type. `field_path` is like
     /// `ports.http` or `retry_join[1]` (`.` for the document itself); line and column are 1-based

@@ -1,13 +1,14 @@
 //! The agent's configuration: typed, validated once.
 //!
 //! Sources, later ones winning: built-in defaults, then `-dev` defaults, then config files (each
-//! `-config-file`, then each `-config-dir`'s `*.json` files in lexical order), then command-line
-//! flags. Scalars are replaced by later sources; lists (`retry_join`, `start_join`) are appended, as
-//! Consul merges them. [`AgentConfig`] is the only thing the rest of the agent reads; it never
-//! parses a string.
+//! `-config-file`, then each `-config-dir`'s `*.json` and `*.hcl` files in lexical order), then
+//! command-line flags. Scalars are replaced by later sources; lists (`retry_join`, `start_join`)
+//! are appended, as Consul merges them. [`AgentConfig`] is the only thing the rest of the agent
+//! reads; it never parses a string.
 //!
 //! - `flags`: the `cairn agent` flag table, its parser and the usage text.
-//! - `file`: finding, reading and parsing JSON config files; the known-but-ignored Consul keys.
+//! - `file`: finding, reading and parsing JSON and HCL config files (HCL through its JSON form, so
+//!   both get the same keys and rules); the known-but-ignored Consul keys.
 //! - `layer`: one source's settings, all optional, and how sources merge.
 //! - `validate`: defaults and every rule, applied once to the merged result.
 //! - `duration`, `values`: parsers for Go durations, join addresses, log levels, booleans.
@@ -48,7 +49,7 @@ pub fn load_agent_config(args: &[String], hostname: &str) -> Result<AgentConfig,
         files.extend(file::expand(path)?);
     }
     for dir in &invocation.config_dirs {
-        files.extend(file::json_files_in(dir)?);
+        files.extend(file::config_files_in(dir)?);
     }
     merge_files(&mut merged, &files)?;
     merged.merge(invocation.layer);
