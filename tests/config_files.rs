@@ -104,10 +104,10 @@ fn consul_client_file_with_unimplemented_sections_loads() {
     assert_eq!(config.gossip.encrypt_key.as_ref().map(|k| k.as_bytes().len()), Some(32));
     assert!(config.gossip.leave_on_terminate);
     let ignored: Vec<&str> = config.ignored_keys.iter().map(|k| k.rsplit(": ").next().unwrap()).collect();
-    assert_eq!(
-        ignored,
-        ["acl", "enable_local_script_checks", "services", "telemetry", "tls", "ports.grpc", "ports.https"]
-    );
+    assert_eq!(ignored, ["acl", "telemetry", "tls", "ports.grpc", "ports.https"]);
+    assert_eq!(config.local.services[0].name, "web");
+    assert_eq!(config.local.services[0].checks[0].id, "service:web");
+    assert_eq!(config.local.script_checks, cairn::config::ScriptChecks::LocalOnly);
 }
 
 /// Later `-config-file`s override earlier ones key by key.
@@ -379,4 +379,26 @@ fn autopilot_and_reconnect_timeout_load_from_files() {
     let typo = dir.write("c.json", r#"{"data_dir":"/d","autopilot":{"cleanup_dead_server":true}}"#);
     let err = load(&[&flag("config-file", &typo)]).unwrap_err().to_string();
     assert!(err.contains("autopilot.cleanup_dead_server"), "{err}");
+}
+
+/// Service files across a directory load in order; a bad one stops the load, naming the file.
+#[test]
+fn service_files_load_and_bad_ones_are_named() {
+    let dir = TempDir::new("services");
+    dir.write("conf.d/00-agent.hcl", "data_dir = \"/d\"\nenable_local_script_checks = true\n");
+    dir.write(
+        "conf.d/elasticsearch.json",
+        r#"{"service": {"name": "elasticsearch", "port": 9200, "check": {"script": "curl -s http://127.0.0.1:9200", "interval": "10s"}}}"#,
+    );
+    dir.write("conf.d/web.hcl", "service {\n  name = \"web\"\n}\nservice {\n  name = \"web-admin\"\n}\n");
+    let config = load(&[&flag("config-dir", &dir.path("conf.d"))]).unwrap();
+    let names: Vec<&str> = config.local.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["elasticsearch", "web", "web-admin"]);
+
+    let bad = dir.write("conf.d/zz-dup.json", r#"{"service": {"name": "web"}}"#);
+    let err = load(&[&flag("config-dir", &dir.path("conf.d"))]).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Definition { path, field, .. } if *path == bad && field == "service.id"),
+        "{err:?}"
+    );
 }

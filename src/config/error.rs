@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::services::DefinitionProblem;
+
 /// Why a configuration was refused. Nothing has been started when one of these is returned: the
 /// caller prints it and exits. Variants carry the flag, file, key or field they are about so tests
 /// and callers match on data, never on the message text.
@@ -45,6 +47,11 @@ pub enum ConfigError {
     /// the HCL parser gives one (syntax errors); type errors name the field instead.
     #[error("{}{}: {}{message}", path.display(), position.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default(), located(field_path))]
     Hcl { path: PathBuf, field_path: String, position: Option<(usize, usize)>, message: String },
+
+    /// A service or check definition breaks a rule. `field` is its path in the file, like
+    /// `services[1].checks[0].interval`.
+    #[error("{}: {field}: {problem}", path.display())]
+    Definition { path: PathBuf, field: String, problem: DefinitionProblem },
 
     /// A config file is not valid JSON, or a value has the wrong type. `field_path` is like
     /// `ports.http` or `retry_join[1]` (`.` for the document itself); line and column are 1-based

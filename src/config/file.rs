@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::layer::{object_only, AutopilotLayer, Layer, PerformanceLayer, PortsLayer};
+use super::services::{parse_definitions, DEFINITION_KEYS};
 use super::ConfigError;
 
 /// Config files are a few kilobytes; a bigger one is a mistake (a log or a binary named `.json`).
@@ -18,13 +19,7 @@ pub const CONFIG_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// unchanged, and the agent warns about each one at start (see `AgentConfig::ignored_keys`). When
 /// cairn implements a key, remove it from this list and add it as a field of `Layer` (in `layer.rs`).
 pub const IGNORED_TOP_LEVEL_KEYS: &[&str] = &[
-    // Registrations and checks: issue 4 makes these real.
-    "service",
-    "services",
-    "check",
-    "checks",
-    "enable_script_checks",
-    "enable_local_script_checks",
+    // Check runner settings: the checks themselves are read (`services.rs`), not run yet.
     "check_output_max_size",
     "check_update_interval",
     "discard_check_output",
@@ -290,9 +285,11 @@ fn layer_from_value(document: &Map<String, Value>) -> Result<Layer, (String, Str
         .map_err(|e| (e.path().to_string(), e.inner().to_string()))
 }
 
-/// What both formats do after the typed parse: sort the keys.
+/// What both formats do after the typed parse: sort the keys, read the service and check
+/// definitions.
 fn finish(path: &Path, mut layer: Layer, document: &Map<String, Value>) -> Result<Layer, ConfigError> {
     layer.ignored_keys = check_keys(path, document)?;
+    layer.definitions = parse_definitions(path, document)?;
     Ok(layer)
 }
 
@@ -323,7 +320,8 @@ struct Section<'a> {
 /// Sorts the document's keys. Returns the known-but-ignored ones as `"<file>: <key path>"`, or the
 /// first unknown one as an error. Keys inside ignored sections (`ui_config.*`) are not checked.
 fn check_keys(path: &Path, document: &Map<String, Value>) -> Result<Vec<String>, ConfigError> {
-    let top = Section { known: struct_fields::<Layer>(), ignored: IGNORED_TOP_LEVEL_KEYS };
+    let known: Vec<&'static str> = struct_fields::<Layer>().iter().chain(DEFINITION_KEYS).copied().collect();
+    let top = Section { known: &known, ignored: IGNORED_TOP_LEVEL_KEYS };
     let nested = [
         ("ports", Section { known: struct_fields::<PortsLayer>(), ignored: IGNORED_PORTS_KEYS }),
         ("performance", Section { known: struct_fields::<PerformanceLayer>(), ignored: IGNORED_PERFORMANCE_KEYS }),
@@ -362,7 +360,7 @@ fn check_section(
 /// The field names serde's derive gives a struct, which are exactly the keys it reads. Asking the
 /// struct keeps the list of known keys from drifting away from the fields: derived `Deserialize`
 /// hands its field list to `deserialize_struct`, and this deserializer only records it.
-fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+pub(crate) fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
     use serde::de::{Error, Visitor};
     use serde::forward_to_deserialize_any;
 
