@@ -402,3 +402,68 @@ fn service_files_load_and_bad_ones_are_named() {
         "{err:?}"
     );
 }
+
+/// Runs the `cairn` binary and returns its exit code, standard output and standard error.
+fn cairn(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.code(), text(output.stdout), text(output.stderr))
+}
+
+/// `cairn validate` on a good directory of JSON and HCL service files says so and exits 0.
+#[test]
+fn validate_command_accepts_a_good_dir() {
+    let dir = TempDir::new("validate-good");
+    dir.write("conf.d/00-agent.json", r#"{"data_dir":"/d","enable_local_script_checks":true}"#);
+    dir.write(
+        "conf.d/elasticsearch.json",
+        r#"{"service": {"name": "elasticsearch", "port": 9200, "check": {"script": "curl -s http://127.0.0.1:9200", "interval": "10s"}}}"#,
+    );
+    dir.write(
+        "conf.d/web.hcl",
+        "service {\n  name = \"web\"\n  check {\n    http = \"http://localhost\"\n    interval = \"5s\"\n  }\n}\n",
+    );
+    let (code, stdout, stderr) = cairn(&[&"validate", &dir.path("conf.d")]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout, "Configuration is valid!\n");
+}
+
+/// `cairn validate` on a bad service file names the file and the field, and exits 1.
+#[test]
+fn validate_command_names_file_and_field() {
+    let dir = TempDir::new("validate-bad");
+    let base = dir.write("base.json", r#"{"data_dir":"/d"}"#);
+    let bad = dir.write("web.json", r#"{"service":{"name":"web","check":{"http":"http://localhost"}}}"#);
+    let (code, stdout, stderr) = cairn(&[&"validate", &base, &bad]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+    assert!(stderr.contains("service.check.interval"), "{stderr}");
+}
+
+/// An agent with a bad service file refuses to start and names the file, before binding anything.
+#[test]
+fn agent_refuses_a_bad_service_file() {
+    let dir = TempDir::new("agent-bad");
+    let bad =
+        dir.write("conf.d/db.json", r#"{"service":{"name":"db","check":{"args":["pg_isready"],"interval":"10s"}}}"#);
+    let (code, _, stderr) = cairn(&[&"agent", &"-dev", &flag("config-dir", &dir.path("conf.d"))]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&bad.display().to_string()) && stderr.contains("enable_local_script_checks"), "{stderr}");
+}
+
+/// Warnings (here an interval under Consul's 1 s minimum) are printed, and the config is still
+/// valid; with no path `cairn validate` says what it needs and exits 1.
+#[test]
+fn validate_command_prints_warnings() {
+    let dir = TempDir::new("validate-warn");
+    let file = dir.write(
+        "fast.hcl",
+        "data_dir = \"/d\"\ncheck {\n  name = \"fast\"\n  tcp = \"localhost:1\"\n  interval = \"100ms\"\n}\n",
+    );
+    let (code, stdout, stderr) = cairn(&[&"validate", &file]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("check.interval") && stdout.ends_with("Configuration is valid!\n"), "{stdout}");
+    let (code, _, stderr) = cairn(&[&"validate"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("config file or directory"), "{stderr}");
+}
