@@ -161,9 +161,18 @@ pub enum ScriptChecks {
 /// `cairn validate` prints them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigWarning {
-    #[error("{}: {field}: interval {} is below the 1s minimum; using 1s, as Consul does", path.display(), duration::format_duration(*interval))]
+    #[error(
+        "{}: {field}: interval {} is below the 1s minimum; using 1s, as Consul does",
+        path.display(),
+        duration::format_duration(*interval)
+    )]
     IntervalRaised { path: PathBuf, field: String, interval: Duration },
-    #[error("{}: {field}: timeout {} is longer than the interval {}: a slow check delays the next run", path.display(), duration::format_duration(*timeout), duration::format_duration(*interval))]
+    #[error(
+        "{}: {field}: timeout {} is longer than the interval {}: a slow check delays the next run",
+        path.display(),
+        duration::format_duration(*timeout),
+        duration::format_duration(*interval)
+    )]
     TimeoutOverInterval { path: PathBuf, field: String, timeout: Duration, interval: Duration },
 }
 
@@ -267,22 +276,24 @@ fn objects<'a>(path: &Path, key: &str, value: Option<&'a Value>) -> Result<Vec<P
     }
 }
 
-/// Other spellings Consul accepts for a field, beyond case and underscores.
-const ALIASES: &[(&str, &str)] = &[("scriptargs", "args"), ("checkid", "id"), ("check_id", "id")];
+/// Other spellings Consul accepts for a check's fields, beyond case and underscores. Only checks
+/// have them: a service's `CheckID` is a mistake, not its `id`.
+const CHECK_ALIASES: &[(&str, &str)] = &[("scriptargs", "args"), ("checkid", "id"), ("check_id", "id")];
 
 /// Rewrites an object's keys to the field names of `T`: case-insensitive, underscores optional,
-/// plus [`ALIASES`]. Unknown keys and two spellings of one field are errors.
+/// plus `aliases`. Unknown keys and two spellings of one field are errors.
 fn canonical_keys<T: for<'de> Deserialize<'de>>(
     path: &Path,
     field: &str,
     object: &Map<String, Value>,
+    aliases: &[(&str, &'static str)],
 ) -> Result<Map<String, Value>, ConfigError> {
     let fields = super::file::struct_fields::<T>();
     let mut out = Map::new();
     let mut spelled: BTreeMap<&str, &str> = BTreeMap::new();
     for (key, value) in object {
         let lower = key.to_ascii_lowercase();
-        let alias = ALIASES.iter().find(|(from, _)| *from == lower).map(|(_, to)| *to);
+        let alias = aliases.iter().find(|(from, _)| *from == lower).map(|(_, to)| *to);
         let squashed = |f: &&str| f.replace('_', "") == lower.replace('_', "");
         let Some(name) = fields.iter().copied().find(|f| Some(*f) == alias || squashed(f)) else {
             return Err(problem(path, format!("{field}.{key}"), DefinitionProblem::UnknownField));
@@ -365,7 +376,7 @@ impl Parser<'_> {
     }
 
     fn service(&mut self, field: &str, object: &Map<String, Value>) -> Result<ServiceDefinition, ConfigError> {
-        let raw: RawService = typed(self.path, field, canonical_keys::<RawService>(self.path, field, object)?)?;
+        let raw: RawService = typed(self.path, field, canonical_keys::<RawService>(self.path, field, object, &[])?)?;
         let name = raw.name.ok_or_else(|| self.fail(format!("{field}.name"), DefinitionProblem::Missing))?;
         self.text(&format!("{field}.name"), &name, NAME_LEN_MAX)?;
         let id = raw.id.unwrap_or_else(|| name.clone());
@@ -426,7 +437,7 @@ impl Parser<'_> {
         let Value::Object(object) = value else {
             return Err(self.fail(field, DefinitionProblem::NotAnObject));
         };
-        let raw: RawWeights = typed(self.path, field, canonical_keys::<RawWeights>(self.path, field, object)?)?;
+        let raw: RawWeights = typed(self.path, field, canonical_keys::<RawWeights>(self.path, field, object, &[])?)?;
         let base = Weights::default();
         Ok(Weights { passing: raw.passing.unwrap_or(base.passing), warning: raw.warning.unwrap_or(base.warning) })
     }
@@ -438,7 +449,8 @@ impl Parser<'_> {
         object: &Map<String, Value>,
         service: Option<CheckDefaults>,
     ) -> Result<CheckDefinition, ConfigError> {
-        let raw: RawCheck = typed(self.path, field, canonical_keys::<RawCheck>(self.path, field, object)?)?;
+        let raw: RawCheck =
+            typed(self.path, field, canonical_keys::<RawCheck>(self.path, field, object, CHECK_ALIASES)?)?;
         let kind = self.kind(field, &raw)?;
         let (id, name, service_id) = match service {
             Some(defaults) => (
@@ -905,6 +917,8 @@ mod tests {
         assert!(matches!(config.local.services[0].checks[0].kind, CheckKind::Http { tls_skip_verify: true, .. }));
         assert_eq!(config.local.checks[0].id, "disk", "a node check's ID defaults to its name");
         assert_eq!(config.local.checks[0].service_id.as_deref(), Some("w"));
+        let err = json(r#"{"service": {"name": "web", "CheckID": "c"}}"#).unwrap_err();
+        assert!(matches!(err, ConfigError::Definition { ref field, .. } if field == "service.CheckID"), "{err:?}");
     }
 
     /// HCL blocks map to the same structure: repeated `service` blocks become a list, and the
