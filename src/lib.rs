@@ -18,9 +18,11 @@
 //!                                                        configuration), reconcile (catalog) ──> write
 //! ```
 //!
-//! - [`config`]: the typed agent configuration. Flags (Consul's single-dash spellings) and JSON config
-//!   files are parsed and validated once, into [`config::AgentConfig`]; nothing downstream sees a string
-//!   it has to parse again.
+//! - [`config`]: the typed agent configuration. Flags (Consul's single-dash spellings) and JSON or
+//!   HCL config files are parsed and validated once, into [`config::AgentConfig`]; nothing
+//!   downstream sees a string it has to parse again. That includes the services and health checks
+//!   defined in config files ([`config::ServiceDefinition`], one [`config::CheckKind`] per check),
+//!   which anti-entropy will register and the check scheduler run.
 //! - [`state`]: the replicated state machine, a pure value. `State::apply(index, &Command)` is the only
 //!   way it changes; it holds the catalog (nodes, services, checks) and the KV store with Consul's
 //!   indexes. No I/O, no clock, no randomness: every replica that applies the same log is identical.
@@ -54,7 +56,7 @@
 //!   register and deregister, nodes, services) and health (`/v1/health/*`: instances with their
 //!   checks, `?passing`), blocking queries on each. Consul's JSON shapes and headers.
 //! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,
-//!   `leave`, `operator raft`, `keygen`, `keyring`).
+//!   `leave`, `operator raft`, `keygen`, `keyring`), and `validate`, which checks config files.
 //! - [`io`]: the thin shell over the runtime: the openraft runtime adapter, the seeded randomness
 //!   source, socket shims. `cfg(madsim)` appears only here (and in `sim/`), so the same agent code runs
 //!   on real sockets and inside the simulator.

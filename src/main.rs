@@ -79,6 +79,13 @@ mod cli {
         for key in &config.ignored_keys {
             tracing::warn!("config key not implemented by cairn, ignored: {key}");
         }
+        for warning in &config.local.warnings {
+            tracing::warn!("{warning}");
+        }
+        let (services, checks) = (config.local.services.len(), config.local.all_checks().count());
+        // Registering them with the catalog is anti-entropy's job, the next step; until then they are
+        // loaded and validated only.
+        tracing::info!(services, checks, "loaded service and check definitions (not registered yet)");
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(e) => {

@@ -104,10 +104,10 @@ fn consul_client_file_with_unimplemented_sections_loads() {
     assert_eq!(config.gossip.encrypt_key.as_ref().map(|k| k.as_bytes().len()), Some(32));
     assert!(config.gossip.leave_on_terminate);
     let ignored: Vec<&str> = config.ignored_keys.iter().map(|k| k.rsplit(": ").next().unwrap()).collect();
-    assert_eq!(
-        ignored,
-        ["acl", "enable_local_script_checks", "services", "telemetry", "tls", "ports.grpc", "ports.https"]
-    );
+    assert_eq!(ignored, ["acl", "telemetry", "tls", "ports.grpc", "ports.https"]);
+    assert_eq!(config.local.services[0].name, "web");
+    assert_eq!(config.local.services[0].checks[0].id, "service:web");
+    assert_eq!(config.local.script_checks, cairn::config::ScriptChecks::LocalOnly);
 }
 
 /// Later `-config-file`s override earlier ones key by key.
@@ -123,19 +123,20 @@ fn later_files_override_earlier_ones() {
     assert_eq!(config.ports.dns, 8601);
 }
 
-/// A directory's `*.json` files load in lexical order; other files and subdirectories are skipped.
+/// A directory's `*.json` and `*.hcl` files load in one lexical order; other files and
+/// subdirectories are skipped.
 #[test]
-fn config_dir_loads_json_files_in_lexical_order() {
+fn config_dir_loads_json_and_hcl_files_in_lexical_order() {
     let dir = TempDir::new("lexical");
     dir.write("conf.d/20-last.json", r#"{"node_name":"twenty"}"#);
     dir.write("conf.d/10-middle.json", r#"{"node_name":"ten","datacenter":"ten"}"#);
     dir.write("conf.d/02-first.json", r#"{"node_name":"two","datacenter":"two","data_dir":"/d"}"#);
     dir.write("conf.d/99-notes.txt", "not json at all");
-    dir.write("conf.d/99-later.hcl", "node_name = \"hcl\"");
+    dir.write("conf.d/15-between.hcl", "datacenter = \"fifteen\"");
     dir.write("conf.d/99-sub/zz.json", r#"{"node_name":"nested"}"#);
     let config = load(&[&flag("config-dir", &dir.path("conf.d"))]).unwrap();
     assert_eq!(config.node_name, "twenty");
-    assert_eq!(config.datacenter, "ten");
+    assert_eq!(config.datacenter, "fifteen");
 }
 
 /// Every `-config-file` applies before any `-config-dir`, whatever order the flags come in.
@@ -265,13 +266,19 @@ fn missing_config_file_is_named() {
     assert!(matches!(&err, ConfigError::File { path, .. } if *path == missing), "{err:?}");
 }
 
-/// A config file named explicitly in a format cairn cannot read yet is refused, not skipped.
+/// An HCL file is a whole agent config, as in Consul; a format cairn cannot read is refused.
 #[test]
-fn explicit_hcl_file_is_unsupported() {
+fn explicit_hcl_file_loads_and_yaml_is_unsupported() {
     let dir = TempDir::new("hcl");
-    let file = dir.write("server.hcl", "server = true\n");
-    let err = load(&[&"-dev", &flag("config-file", &file)]).unwrap_err();
-    assert!(matches!(&err, ConfigError::UnsupportedFormat { path } if *path == file), "{err:?}");
+    let file =
+        dir.write("server.hcl", "server = true\nretry_join = [\"10.0.0.2\"]\nautopilot {\n  min_quorum = 3\n}\n");
+    let config = load(&[&"-dev", &flag("config-file", &file)]).unwrap();
+    assert!(config.server);
+    assert_eq!(config.retry_join, [join("10.0.0.2", 8301)]);
+    assert_eq!(config.autopilot.min_quorum, 3);
+    let yaml = dir.write("server.yaml", "server: true\n");
+    let err = load(&[&"-dev", &flag("config-file", &yaml)]).unwrap_err();
+    assert!(matches!(&err, ConfigError::UnsupportedFormat { path } if *path == yaml), "{err:?}");
 }
 
 /// A file over the size limit is refused before it is parsed.
@@ -372,4 +379,91 @@ fn autopilot_and_reconnect_timeout_load_from_files() {
     let typo = dir.write("c.json", r#"{"data_dir":"/d","autopilot":{"cleanup_dead_server":true}}"#);
     let err = load(&[&flag("config-file", &typo)]).unwrap_err().to_string();
     assert!(err.contains("autopilot.cleanup_dead_server"), "{err}");
+}
+
+/// Service files across a directory load in order; a bad one stops the load, naming the file.
+#[test]
+fn service_files_load_and_bad_ones_are_named() {
+    let dir = TempDir::new("services");
+    dir.write("conf.d/00-agent.hcl", "data_dir = \"/d\"\nenable_local_script_checks = true\n");
+    dir.write(
+        "conf.d/elasticsearch.json",
+        r#"{"service": {"name": "elasticsearch", "port": 9200, "check": {"script": "curl -s http://127.0.0.1:9200", "interval": "10s"}}}"#,
+    );
+    dir.write("conf.d/web.hcl", "service {\n  name = \"web\"\n}\nservice {\n  name = \"web-admin\"\n}\n");
+    let config = load(&[&flag("config-dir", &dir.path("conf.d"))]).unwrap();
+    let names: Vec<&str> = config.local.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["elasticsearch", "web", "web-admin"]);
+
+    let bad = dir.write("conf.d/zz-dup.json", r#"{"service": {"name": "web"}}"#);
+    let err = load(&[&flag("config-dir", &dir.path("conf.d"))]).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Definition { path, field, .. } if *path == bad && field == "service.id"),
+        "{err:?}"
+    );
+}
+
+/// Runs the `cairn` binary and returns its exit code, standard output and standard error.
+fn cairn(args: &[&dyn AsRef<std::ffi::OsStr>]) -> (Option<i32>, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cairn")).args(args).output().unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (output.status.code(), text(output.stdout), text(output.stderr))
+}
+
+/// `cairn validate` on a good directory of JSON and HCL service files says so and exits 0.
+#[test]
+fn validate_command_accepts_a_good_dir() {
+    let dir = TempDir::new("validate-good");
+    dir.write("conf.d/00-agent.json", r#"{"data_dir":"/d","enable_local_script_checks":true}"#);
+    dir.write(
+        "conf.d/elasticsearch.json",
+        r#"{"service": {"name": "elasticsearch", "port": 9200, "check": {"script": "curl -s http://127.0.0.1:9200", "interval": "10s"}}}"#,
+    );
+    dir.write(
+        "conf.d/web.hcl",
+        "service {\n  name = \"web\"\n  check {\n    http = \"http://localhost\"\n    interval = \"5s\"\n  }\n}\n",
+    );
+    let (code, stdout, stderr) = cairn(&[&"validate", &dir.path("conf.d")]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout, "Configuration is valid!\n");
+}
+
+/// `cairn validate` on a bad service file names the file and the field, and exits 1.
+#[test]
+fn validate_command_names_file_and_field() {
+    let dir = TempDir::new("validate-bad");
+    let base = dir.write("base.json", r#"{"data_dir":"/d"}"#);
+    let bad = dir.write("web.json", r#"{"service":{"name":"web","check":{"http":"http://localhost"}}}"#);
+    let (code, stdout, stderr) = cairn(&[&"validate", &base, &bad]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains(&bad.display().to_string()), "{stderr}");
+    assert!(stderr.contains("service.check.interval"), "{stderr}");
+}
+
+/// An agent with a bad service file refuses to start and names the file, before binding anything.
+#[test]
+fn agent_refuses_a_bad_service_file() {
+    let dir = TempDir::new("agent-bad");
+    let bad =
+        dir.write("conf.d/db.json", r#"{"service":{"name":"db","check":{"args":["pg_isready"],"interval":"10s"}}}"#);
+    let (code, _, stderr) = cairn(&[&"agent", &"-dev", &flag("config-dir", &dir.path("conf.d"))]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains(&bad.display().to_string()) && stderr.contains("enable_local_script_checks"), "{stderr}");
+}
+
+/// Warnings (here an interval under Consul's 1 s minimum) are printed, and the config is still
+/// valid; with no path `cairn validate` says what it needs and exits 1.
+#[test]
+fn validate_command_prints_warnings() {
+    let dir = TempDir::new("validate-warn");
+    let file = dir.write(
+        "fast.hcl",
+        "data_dir = \"/d\"\ncheck {\n  name = \"fast\"\n  tcp = \"localhost:1\"\n  interval = \"100ms\"\n}\n",
+    );
+    let (code, stdout, stderr) = cairn(&[&"validate", &file]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("check.interval") && stdout.ends_with("Configuration is valid!\n"), "{stdout}");
+    let (code, _, stderr) = cairn(&[&"validate"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("config file or directory"), "{stderr}");
 }

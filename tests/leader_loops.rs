@@ -52,6 +52,7 @@ fn config(name: &str, server: bool, bootstrap: bool) -> AgentConfig {
             server_stabilization_time: Duration::from_secs(1),
             ..cairn::config::AutopilotSettings::default()
         },
+        local: Default::default(),
         ignored_keys: vec![],
     }
 }

@@ -197,6 +197,7 @@ fn base_config(ip: IpAddr, server: bool, join_through: impl Iterator<Item = IpAd
         raft: RaftSettings::default(),
         gossip: GossipSettings::defaults_for(server),
         autopilot: AutopilotSettings::default(),
+        local: Default::default(),
         ignored_keys: vec![],
     }
 }

@@ -65,6 +65,7 @@ fn client_config(index: usize, join_through: usize) -> AgentConfig {
         raft: RaftSettings::default(),
         gossip: GossipSettings { disable_keyring_file: true, ..GossipSettings::defaults_for(false) },
         autopilot: AutopilotSettings::default(),
+        local: Default::default(),
         ignored_keys: vec![],
     }
 }

@@ -156,6 +156,26 @@ fn remove_peer(raw: &[String]) -> Outcome {
     Ok(format!("Removed peer with {kind} {value:?}\n"))
 }
 
+/// `cairn validate <dir|file>...`: parses and validates config as `cairn agent` would (same
+/// files, same rules, no flags), as `consul validate` does. Warnings are printed either way.
+pub fn validate(raw: &[String]) -> Outcome {
+    let args = Args::parse(raw, &[("quiet", Kind::Bool)])?;
+    if args.positional.is_empty() {
+        return Err("Must specify at least one config file or directory".into());
+    }
+    let paths: Vec<std::path::PathBuf> = args.positional.iter().map(Into::into).collect();
+    let config = crate::config::validate_paths(&paths, &crate::io::hostname())
+        .map_err(|e| format!("Config validation failed: {e}"))?;
+    let mut out = String::new();
+    for warning in &config.local.warnings {
+        out.push_str(&format!("Warning: {warning}\n"));
+    }
+    if !args.flag("quiet") {
+        out.push_str("Configuration is valid!\n");
+    }
+    Ok(out)
+}
+
 /// `cairn keygen`: a new 32-byte gossip key, base64, from the operating system's randomness.
 pub fn keygen(raw: &[String]) -> Outcome {
     Args::parse(raw, &[])?;

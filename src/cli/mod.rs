@@ -1,5 +1,6 @@
 //! The `cairn` command line, except `cairn agent` (which runs in `main.rs`): commands that talk to
-//! a running agent over its HTTP API, as Consul's CLI does. `-http-addr` (or `CAIRN_HTTP_ADDR`,
+//! a running agent over its HTTP API, as Consul's CLI does, and `cairn validate`, which only reads
+//! config files. `-http-addr` (or `CAIRN_HTTP_ADDR`,
 //! `CONSUL_HTTP_ADDR`) names the agent; 127.0.0.1:8500 by default.
 
 mod args;
@@ -17,6 +18,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("operator", "Raft operations: raft list-peers, raft remove-peer"),
     ("keygen", "Generates a new gossip encryption key"),
     ("keyring", "Lists, installs, uses or removes gossip encryption keys cluster-wide"),
+    ("validate", "Checks config files or directories as the agent would load them"),
 ];
 
 /// Run `command` with `args`; `None` if this module does not know the command. On success the
@@ -30,6 +32,7 @@ pub fn run(command: &str, args: &[String]) -> Option<Result<String, String>> {
         "operator" => commands::operator(args),
         "keygen" => commands::keygen(args),
         "keyring" => commands::keyring(args),
+        "validate" => commands::validate(args),
         _ => return None,
     };
     Some(outcome)

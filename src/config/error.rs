@@ -3,6 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
+use super::services::DefinitionProblem;
+
 /// Why a configuration was refused. Nothing has been started when one of these is returned: the
 /// caller prints it and exits. Variants carry the flag, file, key or field they are about so tests
 /// and callers match on data, never on the message text.
@@ -36,9 +38,20 @@ pub enum ConfigError {
         source: io::Error,
     },
 
-    /// A config file named explicitly whose format cairn cannot read yet (anything but `.json`).
-    #[error("{}: cairn reads only .json config files (HCL is not supported yet)", path.display())]
+    /// A config file named explicitly whose format cairn cannot read (anything but `.json` and
+    /// `.hcl`).
+    #[error("{}: cairn reads .json and .hcl config files", path.display())]
     UnsupportedFormat { path: PathBuf },
+
+    /// An HCL config file does not parse, or a value has the wrong type. The position is there when
+    /// the HCL parser gives one (syntax errors); type errors name the field instead.
+    #[error("{}{}: {}{message}", path.display(), position.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default(), located(field_path))]
+    Hcl { path: PathBuf, field_path: String, position: Option<(usize, usize)>, message: String },
+
+    /// A service or check definition breaks a rule. `field` is its path in the file, like
+    /// `services[1].checks[0].interval`.
+    #[error("{}: {field}: {problem}", path.display())]
+    Definition { path: PathBuf, field: String, problem: DefinitionProblem },
 
     /// A config file is not valid JSON, or a value has the wrong type. `field_path` is like
     /// `ports.http` or `retry_join[1]` (`.` for the document itself); line and column are 1-based

@@ -1,6 +1,6 @@
-//! Config files: finding them, reading them (bounded), parsing JSON into a [`Layer`] with errors
-//! that name the file, field, line and column, and sorting their keys into known, known-but-ignored
-//! and unknown.
+//! Config files: finding them, reading them (bounded), parsing JSON or HCL into a [`Layer`] with
+//! errors that name the file, field, line and column, and sorting their keys into known,
+//! known-but-ignored and unknown.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::layer::{object_only, AutopilotLayer, Layer, PerformanceLayer, PortsLayer};
+use super::services::{parse_definitions, DEFINITION_KEYS};
 use super::ConfigError;
 
 /// Config files are a few kilobytes; a bigger one is a mistake (a log or a binary named `.json`).
@@ -18,13 +19,7 @@ pub const CONFIG_FILE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// unchanged, and the agent warns about each one at start (see `AgentConfig::ignored_keys`). When
 /// cairn implements a key, remove it from this list and add it as a field of `Layer` (in `layer.rs`).
 pub const IGNORED_TOP_LEVEL_KEYS: &[&str] = &[
-    // Registrations and checks: issue 4 makes these real.
-    "service",
-    "services",
-    "check",
-    "checks",
-    "enable_script_checks",
-    "enable_local_script_checks",
+    // Check runner settings: the checks themselves are read (`services.rs`), not run yet.
     "check_output_max_size",
     "check_update_interval",
     "discard_check_output",
@@ -170,28 +165,43 @@ pub const IGNORED_AUTOPILOT_KEYS: &[&str] =
 /// Keys inside `performance` that Consul knows and cairn does not implement yet.
 pub const IGNORED_PERFORMANCE_KEYS: &[&str] = &["leave_drain_time", "rpc_hold_timeout"];
 
-/// The files `path` stands for: itself if it is a file, else [`json_files_in`] it. `cairn validate`
-/// and `-config-file` take either, as Consul's do.
+/// The files `path` stands for: itself if it is a file, else [`config_files_in`] it. `cairn
+/// validate` and `-config-file` take either, as Consul's do.
 pub fn expand(path: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let metadata = std::fs::metadata(path).map_err(|source| ConfigError::File { path: path.to_owned(), source })?;
     if metadata.is_dir() {
-        json_files_in(path)
+        config_files_in(path)
     } else {
         Ok(vec![path.to_owned()])
     }
 }
 
-/// A directory's `*.json` files in lexical order (Consul's order, so numbered files like
-/// `00-base.json` apply first). Subdirectories and other extensions are skipped, as Consul skips
-/// them. A path that is missing or not a directory is an error naming it.
-pub fn json_files_in(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
+/// The formats cairn reads, by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Hcl,
+}
+
+fn format_of(path: &Path) -> Option<Format> {
+    match path.extension()?.to_str()? {
+        "json" => Some(Format::Json),
+        "hcl" => Some(Format::Hcl),
+        _ => None,
+    }
+}
+
+/// A directory's `*.json` and `*.hcl` files in lexical order, both formats interleaved (Consul's
+/// order, so numbered files like `00-base.json` apply first). Subdirectories and other extensions
+/// are skipped, as Consul skips them. A path that is missing or not a directory is an error
+/// naming it.
+pub fn config_files_in(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let dir_error = |source| ConfigError::File { path: dir.to_owned(), source };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
         let entry_path = entry.map_err(dir_error)?.path();
-        let is_json = entry_path.extension().is_some_and(|ext| ext == "json");
         // `metadata` follows symlinks, so a linked config file counts, as in Consul.
-        if is_json && std::fs::metadata(&entry_path).is_ok_and(|m| m.is_file()) {
+        if format_of(&entry_path).is_some() && std::fs::metadata(&entry_path).is_ok_and(|m| m.is_file()) {
             files.push(entry_path);
         }
     }
@@ -199,11 +209,11 @@ pub fn json_files_in(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     Ok(files)
 }
 
-/// Reads and parses one config file.
+/// Reads and parses one config file, JSON or HCL by its extension.
 pub fn load(path: &Path) -> Result<Layer, ConfigError> {
-    if path.extension().is_none_or(|ext| ext != "json") {
+    let Some(format) = format_of(path) else {
         return Err(ConfigError::UnsupportedFormat { path: path.to_owned() });
-    }
+    };
     let file_error = |source| ConfigError::File { path: path.to_owned(), source };
     let mut bytes = Vec::new();
     let file = std::fs::File::open(path).map_err(file_error)?;
@@ -212,31 +222,80 @@ pub fn load(path: &Path) -> Result<Layer, ConfigError> {
         let message = format!("larger than the {CONFIG_FILE_BYTES_MAX}-byte limit for config files");
         return Err(file_error(std::io::Error::new(std::io::ErrorKind::FileTooLarge, message)));
     }
-    parse(path, &bytes)
+    match format {
+        Format::Json => parse(path, &bytes),
+        Format::Hcl => parse_hcl(path, &bytes),
+    }
 }
 
-/// Parses a config file's bytes. `path` only names the file in errors and ignored keys.
+/// Parses a JSON config file's bytes. `path` only names the file in errors and ignored keys.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Layer, ConfigError> {
     // Consul skips empty files rather than failing on them.
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Layer::default());
     }
-    let mut layer = parse_typed(path, bytes)?;
+    let layer = parse_typed(path, bytes)?;
     // The typed parse succeeded, so the bytes are a JSON object and this parse cannot fail.
     let document: Map<String, Value> = serde_json::from_slice(bytes).map_err(|e| json_error(path, ".", &e))?;
-    layer.ignored_keys = check_keys(path, &document)?;
+    finish(path, layer, &document)
+}
+
+/// Parses an HCL config file's bytes. HCL becomes the JSON value the HCL JSON specification gives
+/// (a block is an object, repeated blocks a list), so the rest is the JSON path: same keys, same
+/// rules. Type errors name the field; hcl-rs gives a line and column only for syntax errors.
+pub fn parse_hcl(path: &Path, bytes: &[u8]) -> Result<Layer, ConfigError> {
+    let hcl_error = |field_path: &str, position, message: String| ConfigError::Hcl {
+        path: path.to_owned(),
+        field_path: field_path.to_owned(),
+        position,
+        message,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| hcl_error(".", None, format!("not UTF-8: {e}")))?;
+    if text.trim().is_empty() {
+        return Ok(Layer::default());
+    }
+    let document: Value = hcl::from_str(text).map_err(|e| match &e {
+        hcl::Error::Parse(parse) => {
+            let at = parse.location();
+            hcl_error(".", Some((at.line(), at.column())), parse.message().to_owned())
+        }
+        other => hcl_error(".", None, other.to_string()),
+    })?;
+    let Value::Object(document) = document else {
+        return Err(hcl_error(".", None, "expected a body of attributes and blocks".to_owned()));
+    };
+    let layer = layer_from_value(&document).map_err(|(field, message)| hcl_error(&field, None, message))?;
+    finish(path, layer, &document)
+}
+
+/// A whole file's settings: an object only (see [`object_only`]).
+struct FileLayer(Layer);
+
+impl<'de> Deserialize<'de> for FileLayer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        object_only(deserializer).map(FileLayer)
+    }
+}
+
+/// The typed settings of an already-parsed document, or the field and message of a type error.
+fn layer_from_value(document: &Map<String, Value>) -> Result<Layer, (String, String)> {
+    let value = Value::Object(document.clone());
+    serde_path_to_error::deserialize(value)
+        .map(|FileLayer(layer)| layer)
+        .map_err(|e| (e.path().to_string(), e.inner().to_string()))
+}
+
+/// What both formats do after the typed parse: sort the keys, read the service and check
+/// definitions.
+fn finish(path: &Path, mut layer: Layer, document: &Map<String, Value>) -> Result<Layer, ConfigError> {
+    layer.ignored_keys = check_keys(path, document)?;
+    layer.definitions = parse_definitions(path, document)?;
     Ok(layer)
 }
 
 /// The file's known keys, with type errors located by field path, line and column. Unknown keys
 /// are skipped here and judged by [`check_keys`].
 fn parse_typed(path: &Path, bytes: &[u8]) -> Result<Layer, ConfigError> {
-    struct FileLayer(Layer);
-    impl<'de> Deserialize<'de> for FileLayer {
-        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            object_only(deserializer).map(FileLayer)
-        }
-    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let FileLayer(layer) = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| json_error(path, &e.path().to_string(), e.inner()))?;
@@ -253,15 +312,16 @@ fn json_error(path: &Path, field_path: &str, error: &serde_json::Error) -> Confi
 }
 
 /// A table of keys: the ones cairn reads and the ones it knowingly ignores.
-struct Section {
-    known: &'static [&'static str],
+struct Section<'a> {
+    known: &'a [&'static str],
     ignored: &'static [&'static str],
 }
 
 /// Sorts the document's keys. Returns the known-but-ignored ones as `"<file>: <key path>"`, or the
 /// first unknown one as an error. Keys inside ignored sections (`ui_config.*`) are not checked.
 fn check_keys(path: &Path, document: &Map<String, Value>) -> Result<Vec<String>, ConfigError> {
-    let top = Section { known: struct_fields::<Layer>(), ignored: IGNORED_TOP_LEVEL_KEYS };
+    let known: Vec<&'static str> = struct_fields::<Layer>().iter().chain(DEFINITION_KEYS).copied().collect();
+    let top = Section { known: &known, ignored: IGNORED_TOP_LEVEL_KEYS };
     let nested = [
         ("ports", Section { known: struct_fields::<PortsLayer>(), ignored: IGNORED_PORTS_KEYS }),
         ("performance", Section { known: struct_fields::<PerformanceLayer>(), ignored: IGNORED_PERFORMANCE_KEYS }),
@@ -281,7 +341,7 @@ fn check_section(
     path: &Path,
     prefix: &str,
     object: &Map<String, Value>,
-    section: &Section,
+    section: &Section<'_>,
     ignored: &mut Vec<String>,
 ) -> Result<(), ConfigError> {
     for key in object.keys() {
@@ -300,7 +360,7 @@ fn check_section(
 /// The field names serde's derive gives a struct, which are exactly the keys it reads. Asking the
 /// struct keeps the list of known keys from drifting away from the fields: derived `Deserialize`
 /// hands its field list to `deserialize_struct`, and this deserializer only records it.
-fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
+pub(crate) fn struct_fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
     use serde::de::{Error, Visitor};
     use serde::forward_to_deserialize_any;
 
@@ -490,5 +550,34 @@ mod tests {
     #[test]
     fn null_is_unset() {
         assert_eq!(parse_str(r#"{"node_name":null,"retry_interval":null}"#).unwrap(), Layer::default());
+    }
+
+    /// An HCL file sets the same keys as JSON; blocks are sections, unknown keys are errors.
+    #[test]
+    fn hcl_sets_the_same_keys() {
+        let hcl = |text: &str| parse_hcl(Path::new("conf.d/a.hcl"), text.as_bytes());
+        let layer = hcl("node_name = \"n1\"\nretry_join = [\"10.0.0.1\"]\nports {\n  http = 8501\n}\n").unwrap();
+        assert_eq!(layer.node_name.as_deref(), Some("n1"));
+        assert_eq!(layer.retry_join, vec!["10.0.0.1".parse().unwrap()]);
+        assert_eq!(layer.ports.http, Some(8501));
+        let layer = hcl("ui_config {\n  enabled = true\n}\n").unwrap();
+        assert_eq!(layer.ignored_keys, ["conf.d/a.hcl: ui_config"]);
+        let err = hcl("ports {\n  htp = 1\n}\n").unwrap_err();
+        assert!(matches!(&err, ConfigError::UnknownKey { key_path, .. } if key_path == "ports.htp"), "{err:?}");
+        assert_eq!(hcl("\n").unwrap(), Layer::default());
+    }
+
+    /// HCL syntax errors carry the file and position; type errors name the field.
+    #[test]
+    fn hcl_errors_name_position_or_field() {
+        let hcl = |text: &str| parse_hcl(Path::new("conf.d/a.hcl"), text.as_bytes());
+        let err = hcl("node_name = \"a\"\nports {\n  http = \n}\n").unwrap_err();
+        assert!(matches!(&err, ConfigError::Hcl { position: Some((3, _)), .. }), "{err:?}");
+        assert!(err.to_string().starts_with("conf.d/a.hcl:3:"), "{err}");
+        let err = hcl("ports {\n  http = \"x\"\n}\n").unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Hcl { field_path, position: None, .. } if field_path == "ports.http"),
+            "{err:?}"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::services::FileDefinitions;
 use super::{duration, JoinAddress, LogLevel};
 
 /// The settings of one source, in Consul's config-file schema. Its serde field names are the keys
@@ -50,6 +51,12 @@ pub(crate) struct Layer {
     pub skip_leave_on_interrupt: Option<bool>,
     #[serde(deserialize_with = "object_only")]
     pub autopilot: AutopilotLayer,
+    pub enable_script_checks: Option<bool>,
+    pub enable_local_script_checks: Option<bool>,
+    /// `service`, `services`, `check`, `checks`: typed by `services.rs` from the file's document
+    /// (they need key spellings serde's derive cannot express), appended across sources.
+    #[serde(skip)]
+    pub definitions: FileDefinitions,
     /// Known-but-unimplemented Consul keys this source set, as `"<file>: <key>"`.
     #[serde(skip)]
     pub ignored_keys: Vec<String>,
@@ -118,6 +125,11 @@ impl Layer {
         set(&mut self.leave_on_terminate, later.leave_on_terminate);
         set(&mut self.skip_leave_on_interrupt, later.skip_leave_on_interrupt);
         self.autopilot.merge(later.autopilot);
+        set(&mut self.enable_script_checks, later.enable_script_checks);
+        set(&mut self.enable_local_script_checks, later.enable_local_script_checks);
+        self.definitions.services.extend(later.definitions.services);
+        self.definitions.checks.extend(later.definitions.checks);
+        self.definitions.warnings.extend(later.definitions.warnings);
         self.ignored_keys.extend(later.ignored_keys);
     }
 }

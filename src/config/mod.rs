@@ -1,13 +1,17 @@
 //! The agent's configuration: typed, validated once.
 //!
 //! Sources, later ones winning: built-in defaults, then `-dev` defaults, then config files (each
-//! `-config-file`, then each `-config-dir`'s `*.json` files in lexical order), then command-line
-//! flags. Scalars are replaced by later sources; lists (`retry_join`, `start_join`) are appended, as
-//! Consul merges them. [`AgentConfig`] is the only thing the rest of the agent reads; it never
-//! parses a string.
+//! `-config-file`, then each `-config-dir`'s `*.json` and `*.hcl` files in lexical order), then
+//! command-line flags. Scalars are replaced by later sources; lists (`retry_join`, `start_join`,
+//! services and checks) are appended, as Consul merges them. [`AgentConfig`] is the only thing the
+//! rest of the agent reads; it never parses a string.
 //!
 //! - `flags`: the `cairn agent` flag table, its parser and the usage text.
-//! - `file`: finding, reading and parsing JSON config files; the known-but-ignored Consul keys.
+//! - `file`: finding, reading and parsing JSON and HCL config files (HCL through its JSON form, so
+//!   both get the same keys and rules); the known-but-ignored Consul keys.
+//! - `services`: service and check definitions (`service`, `checks`, ...): Consul's schema and
+//!   key spellings, one `CheckKind` per check, Consul's default IDs, limits, and the rules across
+//!   files (unique IDs, script checks enabled).
 //! - `layer`: one source's settings, all optional, and how sources merge.
 //! - `validate`: defaults and every rule, applied once to the merged result.
 //! - `duration`, `values`: parsers for Go durations, join addresses, log levels, booleans.
@@ -17,6 +21,7 @@ mod error;
 mod file;
 mod flags;
 mod layer;
+mod services;
 mod validate;
 mod values;
 
@@ -28,6 +33,10 @@ pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use file::{
     CONFIG_FILE_BYTES_MAX, IGNORED_AUTOPILOT_KEYS, IGNORED_PERFORMANCE_KEYS, IGNORED_PORTS_KEYS, IGNORED_TOP_LEVEL_KEYS,
+};
+pub use services::{
+    CheckDefinition, CheckKind, CheckStatus, ConfigWarning, DefinitionProblem, Origin, ScriptChecks, ScriptCommand,
+    ServiceDefinition, Weights, CHECKS_MAX, CHECK_INTERVAL_MIN, SERVICES_MAX,
 };
 pub use validate::{
     DEFAULT_DATACENTER, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_RETRY_INTERVAL, DEV_RETRY_INTERVAL, MIN_RECONNECT_TIMEOUT,
@@ -48,7 +57,7 @@ pub fn load_agent_config(args: &[String], hostname: &str) -> Result<AgentConfig,
         files.extend(file::expand(path)?);
     }
     for dir in &invocation.config_dirs {
-        files.extend(file::json_files_in(dir)?);
+        files.extend(file::config_files_in(dir)?);
     }
     merge_files(&mut merged, &files)?;
     merged.merge(invocation.layer);
@@ -120,9 +129,34 @@ pub struct AgentConfig {
     pub raft: RaftSettings,
     pub gossip: GossipSettings,
     pub autopilot: AutopilotSettings,
+    /// Services and checks from config files, and which script checks may run.
+    pub local: LocalServices,
     /// Config keys that Consul knows and cairn does not implement yet: accepted and ignored, each
     /// with the file it came from, so the agent can warn about them at start.
     pub ignored_keys: Vec<String>,
+}
+
+/// The services and checks this agent registers from its config files (`service`, `services`,
+/// `check`, `checks`), validated across files (unique IDs, limits, script checks enabled). One
+/// field of [`AgentConfig`] so a config built in code adds them with `Default`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LocalServices {
+    /// `enable_script_checks`, `enable_local_script_checks`: which script checks may run.
+    pub script_checks: ScriptChecks,
+    /// In load order. Registered with the catalog by anti-entropy (a later step).
+    pub services: Vec<ServiceDefinition>,
+    /// Top-level checks: node checks, or checks naming a `service_id`. A service's own checks are
+    /// in its [`ServiceDefinition::checks`].
+    pub checks: Vec<CheckDefinition>,
+    /// Accepted settings that are probably mistakes (a check interval under 1 s, say).
+    pub warnings: Vec<ConfigWarning>,
+}
+
+impl LocalServices {
+    /// Every check: each service's, then the top-level ones.
+    pub fn all_checks(&self) -> impl Iterator<Item = &CheckDefinition> {
+        self.services.iter().flat_map(|s| &s.checks).chain(&self.checks)
+    }
 }
 
 /// LAN gossip: encryption and how long departed members are remembered.

@@ -4,7 +4,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::layer::Layer;
-use super::{AgentConfig, AutopilotSettings, ConfigError, GossipSettings, Ports, RaftSettings};
+use super::services::{self, ScriptChecks};
+use super::{AgentConfig, AutopilotSettings, ConfigError, GossipSettings, LocalServices, Ports, RaftSettings};
 use crate::gossip::GossipKey;
 
 /// Consul's default and minimum `reconnect_timeout`.
@@ -49,6 +50,7 @@ pub(crate) fn build(merged: Layer, dev: bool, hostname: &str) -> Result<AgentCon
         return Err(ConfigError::invalid("retry_interval", "must be longer than zero, such as 30s"));
     }
     config.raft.validate()?;
+    services::validate_all(&config.local)?;
     if config.bootstrap {
         config.bootstrap_expect = Some(1);
     }
@@ -64,6 +66,7 @@ fn resolve(
     autopilot: AutopilotSettings,
 ) -> AgentConfig {
     let defaults = Ports::default();
+    let script_checks = script_checks(&merged);
     let mut retry_join = merged.retry_join;
     retry_join.extend(merged.start_join);
     AgentConfig {
@@ -93,7 +96,21 @@ fn resolve(
         raft,
         gossip,
         autopilot,
+        local: LocalServices {
+            script_checks,
+            services: merged.definitions.services,
+            checks: merged.definitions.checks,
+            warnings: merged.definitions.warnings,
+        },
         ignored_keys: merged.ignored_keys,
+    }
+}
+
+fn script_checks(merged: &Layer) -> ScriptChecks {
+    match (merged.enable_script_checks, merged.enable_local_script_checks) {
+        (Some(true), _) => ScriptChecks::All,
+        (_, Some(true)) => ScriptChecks::LocalOnly,
+        _ => ScriptChecks::Disabled,
     }
 }
 
