@@ -120,6 +120,29 @@ async fn five_agents_converge_through_one_seed() {
     shutdown_all(agents).await;
 }
 
+/// Joining also runs a push-pull with the seed over TCP on the same port: both sides count a
+/// completed exchange, and nothing is refused.
+#[tokio::test]
+async fn join_pushes_and_pulls_the_member_list() {
+    let names = ["s1", "c2", "c3"];
+    let agents = cluster(&names, Some(Keyring::new(key(1), []))).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (seed, joiner) = (agents[0].stats(), agents[2].stats());
+        if seed.syncs_in >= 2 && joiner.syncs_out >= 1 {
+            assert!(seed.sync_bytes_in > 0 && joiner.sync_bytes_in > 0);
+            assert_eq!(seed.dropped_decrypt + seed.dropped_decode + seed.sync_errors, 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "push-pulls not counted: seed {seed:?}, joiner {joiner:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for agent in &agents {
+        wait_membership(agent, "all three alive", all_alive(&names)).await;
+    }
+    shutdown_all(agents).await;
+}
+
 /// An agent that stops without leaving is declared failed by the others; force-leaving it then
 /// turns it into left everywhere.
 #[tokio::test]

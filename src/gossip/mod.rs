@@ -32,6 +32,7 @@ mod driver;
 mod health;
 pub mod identity;
 pub mod keyring;
+mod sync;
 mod view;
 pub mod wire;
 
@@ -173,9 +174,12 @@ pub struct GossipTiming {
     /// How often pending updates are gossiped, and to how many members.
     pub gossip_interval: Duration,
     pub gossip_nodes: usize,
-    /// How often one random member is asked for its member list (foca's periodic announce; the
-    /// role of memberlist's push-pull sync).
+    /// How often a full-state push-pull runs with one random live member (memberlist's
+    /// `PushPullInterval`), stretched as the cluster grows past 32 members as memberlist's
+    /// `pushPullScale` does: `x (ceil(log2 n - log2 32) + 1)`.
     pub push_pull_interval: Duration,
+    /// How long one push-pull may take, connect to last byte (memberlist's `TCPTimeout`).
+    pub sync_timeout: Duration,
     /// How often two failed members are announced to, so partitions heal by themselves.
     pub dead_announce_interval: Duration,
     /// How long [`Gossip::join`] waits for answers.
@@ -196,6 +200,7 @@ impl GossipTiming {
             gossip_interval: Duration::from_millis(200),
             gossip_nodes: 3,
             push_pull_interval: Duration::from_secs(30),
+            sync_timeout: Duration::from_secs(10),
             dead_announce_interval: Duration::from_secs(30),
             join_timeout: Duration::from_secs(10),
             tombstone_timeout: Duration::from_secs(24 * 3600),
@@ -213,6 +218,7 @@ impl GossipTiming {
             gossip_interval: Duration::from_millis(20),
             gossip_nodes: 3,
             push_pull_interval: Duration::from_secs(1),
+            sync_timeout: Duration::from_secs(1),
             dead_announce_interval: Duration::from_secs(1),
             join_timeout: Duration::from_secs(5),
             tombstone_timeout: Duration::from_secs(24 * 3600),
@@ -227,6 +233,9 @@ impl GossipTiming {
         if self.gossip_interval.is_zero() || self.push_pull_interval.is_zero() || self.dead_announce_interval.is_zero()
         {
             return invalid("gossip, push-pull and dead-announce intervals must be above zero");
+        }
+        if self.sync_timeout.is_zero() {
+            return invalid("sync_timeout must be above zero");
         }
         if self.indirect_checks == 0 || self.gossip_nodes == 0 || self.suspicion_mult == 0 || self.retransmit_mult == 0
         {
@@ -380,6 +389,14 @@ pub struct GossipStats {
     /// Arrived faster than the driver could take them.
     pub dropped_overload: u64,
     pub send_errors: u64,
+    /// Push-pull exchanges completed: ones others started with us, ones we started.
+    pub syncs_in: u64,
+    pub syncs_out: u64,
+    /// Push-pulls that failed either way (refused frames are also counted as dropped above).
+    pub sync_errors: u64,
+    /// Push-pull frame bytes over TCP, length prefixes included.
+    pub sync_bytes_in: u64,
+    pub sync_bytes_out: u64,
     pub members_alive: usize,
     pub members_suspect: usize,
     pub members_failed: usize,
@@ -428,8 +445,9 @@ impl Gossip {
         self.inner.advertise
     }
 
-    /// Announce to every address in `addrs` (retrying while unanswered) and return how many
-    /// answered within the join timeout; an error if none did.
+    /// Join through every address in `addrs`: announce over UDP and push-pull over TCP to each
+    /// (retrying while unanswered), and return how many answered either way within the join
+    /// timeout; an error if none did.
     pub async fn join(&self, addrs: &[SocketAddr]) -> Result<usize, GossipError> {
         let (answered_tx, mut answered) = mpsc::channel(addrs.len().max(1));
         self.command(driver::Command::Join { addrs: addrs.to_vec(), answered: answered_tx }).await?;
