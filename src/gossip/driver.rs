@@ -166,6 +166,12 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
         counters: counters.clone(),
     };
 
+    // memberlist staggers the first push-pull over one interval, so agents started together do
+    // not all sync at once.
+    let mut rng = SmallRng::seed_from_u64(crate::io::random_seed());
+    let interval_ns = u64::try_from(config.timing.push_pull_interval.as_nanos()).unwrap_or(u64::MAX);
+    let first_push_pull = now + Duration::from_nanos(rng.random_range(0..interval_ns.max(1)));
+
     let receiver = tokio::spawn(receive_loop(socket.clone(), inbound_tx, counters.clone()));
     let sync_server = tokio::spawn(sync::serve(listener, sync_context.clone(), sync_tx.clone()));
     let driver = Driver {
@@ -189,8 +195,8 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
         sync_context,
         sync_tx,
         syncing: BTreeSet::new(),
-        next_push_pull: now + config.timing.push_pull_interval,
-        rng: SmallRng::seed_from_u64(crate::io::random_seed()),
+        next_push_pull: first_push_pull,
+        rng,
         joins: Vec::new(),
         queries: Vec::new(),
         replies: Vec::new(),
