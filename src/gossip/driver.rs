@@ -192,6 +192,7 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
         config: foca_config,
         scaled_for: 1,
         disk: config.disk.clone(),
+        keyring_file: config.keyring_file,
         sync_context,
         sync_tx,
         syncing: BTreeSet::new(),
@@ -240,7 +241,7 @@ fn validate_identity(config: &GossipConfig) -> Result<(), GossipError> {
 /// `local.keyring` wins over the configured keyring: it holds the rotations made since `-encrypt`
 /// was first given. A configured keyring with no file yet is saved as the file.
 fn load_keyring(config: &GossipConfig) -> Result<Option<Keyring>, GossipError> {
-    let Some(disk) = &config.disk else { return Ok(config.keyring.clone()) };
+    let Some(disk) = config.disk.as_ref().filter(|_| config.keyring_file) else { return Ok(config.keyring.clone()) };
     if let Some(saved) = Keyring::load(disk.as_ref())? {
         if config.keyring.as_ref().is_some_and(|configured| configured != &saved) {
             tracing::info!("using the keyring in local.keyring; the configured key is ignored");
@@ -400,6 +401,8 @@ struct Driver {
     config: Config,
     scaled_for: usize,
     disk: Option<Arc<dyn Disk>>,
+    /// Whether keyring changes are saved to `local.keyring` on `disk`.
+    keyring_file: bool,
     sync_context: SyncContext,
     /// Handed to push-pull tasks, which send their outcome back on it.
     sync_tx: mpsc::Sender<SyncEvent>,
@@ -531,7 +534,7 @@ impl Driver {
         }
         let after = ring.clone();
         if after != before {
-            if let Some(disk) = &self.disk {
+            if let Some(disk) = self.disk.as_ref().filter(|_| self.keyring_file) {
                 if let Err(e) = after.persist(disk.as_ref()) {
                     // Memory and disk must not disagree about which keys we accept.
                     *ring = before;

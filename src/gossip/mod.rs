@@ -262,8 +262,12 @@ pub struct GossipConfig {
     pub advertise: SocketAddr,
     pub meta: MemberMeta,
     /// `None`: gossip in plaintext. A keyring in `local.keyring` on `disk` takes precedence
-    /// (as Consul's: the file carries rotations made since `-encrypt` was first given).
+    /// (as Consul's: the file carries rotations made since `-encrypt` was first given) unless
+    /// `keyring_file` is off.
     pub keyring: Option<Keyring>,
+    /// Whether the keyring is loaded from and saved to `local.keyring` on `disk` (Consul's
+    /// `disable_keyring_file` turns this off). The generation persists either way.
+    pub keyring_file: bool,
     /// Consul's `encrypt_verify_incoming`: refuse plaintext packets.
     pub verify_incoming: bool,
     /// Consul's `encrypt_verify_outgoing`: seal what we send.
@@ -271,8 +275,8 @@ pub struct GossipConfig {
     /// How long a failed member stays listed before it is reaped (Consul: 72 h).
     pub reconnect_timeout: Duration,
     pub timing: GossipTiming,
-    /// Where `local.keyring` (and our identity's generation, `gossip.generation`) persist;
-    /// `None` keeps both in memory only.
+    /// Where our identity's generation (`gossip.generation`) and, with `keyring_file`,
+    /// `local.keyring` persist; `None` keeps both in memory only.
     pub disk: Option<Arc<dyn crate::storage::Disk>>,
 }
 
