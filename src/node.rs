@@ -117,7 +117,8 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
         verify_outgoing: config.gossip.verify_outgoing,
         reconnect_timeout: config.gossip.reconnect_timeout,
         timing: GossipTiming::default(),
-        disk: (!config.gossip.disable_keyring_file).then(|| disk.clone()),
+        disk: Some(disk.clone()),
+        keyring_file: !config.gossip.disable_keyring_file,
     })
     .await?;
     let membership_view = gossip.membership();

@@ -27,6 +27,7 @@ fn config(name: &str, keyring: Option<Keyring>) -> GossipConfig {
             protocol: 1,
         },
         keyring,
+        keyring_file: true,
         verify_incoming: true,
         verify_outgoing: true,
         reconnect_timeout: gossip::DEFAULT_RECONNECT_TIMEOUT,
@@ -118,6 +119,47 @@ async fn five_agents_converge_through_one_seed() {
     assert!(stats.packets_in > 0 && stats.packets_out > 0);
     assert_eq!(stats.dropped_decode + stats.dropped_decrypt, 0);
     shutdown_all(agents).await;
+}
+
+/// Joining also runs a push-pull with the seed over TCP on the same port: both sides count a
+/// completed exchange, and nothing is refused.
+#[tokio::test]
+async fn join_pushes_and_pulls_the_member_list() {
+    let names = ["s1", "c2", "c3"];
+    let agents = cluster(&names, Some(Keyring::new(key(1), []))).await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (seed, joiner) = (agents[0].stats(), agents[2].stats());
+        if seed.syncs_in >= 2 && joiner.syncs_out >= 1 {
+            assert!(seed.sync_bytes_in > 0 && joiner.sync_bytes_in > 0);
+            assert_eq!(seed.dropped_decrypt + seed.dropped_decode + seed.sync_errors, 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "push-pulls not counted: seed {seed:?}, joiner {joiner:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for agent in &agents {
+        wait_membership(agent, "all three alive", all_alive(&names)).await;
+    }
+    shutdown_all(agents).await;
+}
+
+/// Consul's `disable_keyring_file` stops only the keyring file: the generation still persists, so
+/// a restart still comes back as a newer identity.
+#[tokio::test]
+async fn generation_persists_without_a_keyring_file() {
+    use cairn::storage::{Disk, MemDisk};
+    let disk = std::sync::Arc::new(MemDisk::new());
+    for expected in 1..=2u64 {
+        let mut config = config("c1", Some(Keyring::new(key(1), [])));
+        config.disk = Some(disk.clone());
+        config.keyring_file = false;
+        let agent = gossip::start(config).await.expect("gossip starts");
+        assert_eq!(agent.membership().borrow().get("c1").unwrap().generation, expected);
+        agent.shutdown().await;
+    }
+    assert_eq!(disk.read("gossip.generation").unwrap(), b"2");
+    assert!(disk.read(gossip::keyring::KEYRING_FILE).is_err(), "no keyring file when it is disabled");
 }
 
 /// An agent that stops without leaving is declared failed by the others; force-leaving it then

@@ -6,7 +6,7 @@
 //! the kill; no survivor sees a live agent failed for longer than the bound (each such stretch is a
 //! false positive and is counted). What is measured: the time for a late joiner and for a failure
 //! to reach 99.99 % of the views (the figure Serf's convergence model predicts), and gossip bytes
-//! per agent per second.
+//! per agent per second (UDP datagrams and TCP push-pull frames sent).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -187,7 +187,8 @@ async fn simulate(scenario: GossipScenario) -> (u64, Option<Failure>, RunStats, 
             obs.converged_ms = Some(ms(now));
             trace.record(ms(now), "converged");
         }
-        let bytes: u64 = views.iter().map(|(_, g)| g.stats().bytes_out).sum();
+        // Datagrams and push-pull frames alike: both are gossip traffic.
+        let bytes: u64 = views.iter().map(|(_, g)| g.stats()).map(|s| s.bytes_out + s.sync_bytes_out).sum();
         if obs.converged_ms.is_some() && bytes_at_convergence.is_none() && kill_at.is_none_or(|k| now < k) {
             bytes_at_convergence = Some((bytes, now));
         }

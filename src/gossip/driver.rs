@@ -1,15 +1,20 @@
 //! The driver: the one task that owns `Foca` and turns its outputs into I/O.
 //!
-//! Inputs reach it three ways, all handled one at a time in one `select!` loop: datagrams from the
-//! receive task (through a bounded channel), its own timer queue (foca's `Timer`s, kept sorted by
-//! deadline: no task per timer), and commands from [`Gossip`] handles. After each input the
+//! Inputs reach it four ways, all handled one at a time in one `select!` loop: datagrams from the
+//! receive task (through a bounded channel), member lists from push-pull exchanges (`sync`, through
+//! another bounded channel), its own timer queue (foca's `Timer`s, kept sorted by deadline: no task
+//! per timer), and commands from [`Gossip`] handles. After each input the
 //! driver drains foca's runtime in a fixed order: notifications, then timers to schedule, then
 //! news from custom broadcasts, then the membership view is reconciled and published, and last
 //! the datagrams are sealed and sent.
 //!
 //! What the driver adds to foca:
 //! - joining by address: the seed's name is unknown, so the announce goes to a placeholder
-//!   identity and the seed's driver readdresses it to itself;
+//!   identity and the seed's driver readdresses it to itself; at the same time a push-pull with
+//!   the seed exchanges both whole member lists, and either answer counts as joined;
+//! - push-pull every `push_pull_interval` (scaled with the cluster size as memberlist's
+//!   `pushPullScale`) with one random live member; it replaces foca's periodic announce, which
+//!   carried only as many members as fit in one datagram;
 //! - timers stretched by local health (see `health`): probe period, probe timeout and
 //!   suspect-to-down are multiplied by `1 + score`;
 //! - foca's configuration rescaled with the cluster size `n` (memberlist's formulas:
@@ -27,7 +32,7 @@ use std::time::Duration;
 
 use foca::{AccumulatingRuntime, Config, Foca, Message, OwnedNotification, PeriodicParams, State, Timer};
 use rand010::rngs::SmallRng;
-use rand010::SeedableRng;
+use rand010::{RngExt, SeedableRng};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -35,11 +40,12 @@ use super::broadcast::{Handler, Inbox};
 use super::health::LocalHealth;
 use super::identity::NodeIdentity;
 use super::keyring::{GossipKey, Keyring, PacketCrypto};
+use super::sync::{self, Members, SyncContext, SyncEvent, MAX_OUTBOUND_SYNCS};
 use super::view::View;
 use super::wire::{
     check_len, decode_packet, encode_broadcast, encode_packet, put_envelope, Broadcast, KeyringQuery, KeyringResponse,
     Kind, Packet, Reply, SwimPacket, WireCodec, ENVELOPE_BYTES, MAX_BUILD_BYTES, MAX_DATACENTER_BYTES, MAX_ERROR_BYTES,
-    MAX_NAME_BYTES, MAX_NODE_ID_BYTES, MAX_PACKET_BYTES, MAX_SWIM_BODY_BYTES,
+    MAX_NAME_BYTES, MAX_NODE_ID_BYTES, MAX_PACKET_BYTES, MAX_SWIM_BODY_BYTES, MAX_SYNC_MEMBERS,
 };
 use super::{
     Gossip, GossipConfig, GossipError, GossipStats, GossipTiming, Handle, KeyInfo, KeyringOp, KeyringReport,
@@ -47,6 +53,7 @@ use super::{
 };
 use crate::io::udp::UdpSocket;
 use crate::storage::{Disk, DiskError};
+use tokio::net::TcpListener;
 
 /// Commands waiting for the driver.
 const COMMAND_QUEUE: usize = 64;
@@ -57,6 +64,10 @@ const INBOUND_QUEUE: usize = 256;
 const GENERATION_FILE: &str = "gossip.generation";
 /// Keyring queries this agent waits on at once.
 const MAX_PENDING_QUERIES: usize = 16;
+/// Member lists from push-pulls waiting for the driver; an inbound one beyond this is refused.
+const SYNC_QUEUE: usize = 16;
+/// memberlist's `pushPullScaleThreshold`: push-pull intervals stretch above this many members.
+const PUSH_PULL_SCALE_THRESHOLD: usize = 32;
 
 type Swim = Foca<NodeIdentity, WireCodec, SmallRng, Handler>;
 
@@ -73,19 +84,24 @@ pub(crate) enum Command {
 /// Counters shared with the handles, updated without locks.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    packets_in: AtomicU64,
-    bytes_in: AtomicU64,
-    packets_out: AtomicU64,
-    bytes_out: AtomicU64,
-    dropped_decrypt: AtomicU64,
-    dropped_decode: AtomicU64,
-    dropped_oversize: AtomicU64,
-    dropped_overload: AtomicU64,
-    send_errors: AtomicU64,
+    pub(super) packets_in: AtomicU64,
+    pub(super) bytes_in: AtomicU64,
+    pub(super) packets_out: AtomicU64,
+    pub(super) bytes_out: AtomicU64,
+    pub(super) dropped_decrypt: AtomicU64,
+    pub(super) dropped_decode: AtomicU64,
+    pub(super) dropped_oversize: AtomicU64,
+    pub(super) dropped_overload: AtomicU64,
+    pub(super) send_errors: AtomicU64,
+    pub(super) syncs_in: AtomicU64,
+    pub(super) syncs_out: AtomicU64,
+    pub(super) sync_errors: AtomicU64,
+    pub(super) sync_bytes_in: AtomicU64,
+    pub(super) sync_bytes_out: AtomicU64,
     local_health: AtomicU8,
 }
 
-fn bump(counter: &AtomicU64, by: usize) {
+pub(super) fn bump(counter: &AtomicU64, by: usize) {
     counter.fetch_add(by as u64, Ordering::Relaxed);
 }
 
@@ -102,6 +118,11 @@ impl Counters {
             dropped_oversize: get(&self.dropped_oversize),
             dropped_overload: get(&self.dropped_overload),
             send_errors: get(&self.send_errors),
+            syncs_in: get(&self.syncs_in),
+            syncs_out: get(&self.syncs_out),
+            sync_errors: get(&self.sync_errors),
+            sync_bytes_in: get(&self.sync_bytes_in),
+            sync_bytes_out: get(&self.sync_bytes_out),
             local_health: self.local_health.load(Ordering::Relaxed),
             ..GossipStats::default()
         }
@@ -118,6 +139,8 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
     let local = socket.local_addr().map_err(|source| GossipError::Bind { addr: config.bind, source })?;
     let advertise = resolve_advertise(config.advertise, local)?;
     let socket = Arc::new(socket);
+    // Push-pull listens on the same port over TCP, as memberlist's stream transport.
+    let listener = TcpListener::bind(local).await.map_err(|source| GossipError::Bind { addr: local, source })?;
 
     let now = Instant::now();
     let me = NodeIdentity::new(config.node_name.as_str(), advertise, config.meta.clone(), generation);
@@ -134,8 +157,23 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
     let (keyring_tx, keyring_rx) = watch::channel(keyring.clone());
     let (command_tx, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let (sync_tx, sync_rx) = mpsc::channel(SYNC_QUEUE);
+    let sync_context = SyncContext {
+        keyring: keyring_rx.clone(),
+        verify_incoming: config.verify_incoming,
+        verify_outgoing: config.verify_outgoing,
+        timeout: config.timing.sync_timeout,
+        counters: counters.clone(),
+    };
+
+    // memberlist staggers the first push-pull over one interval, so agents started together do
+    // not all sync at once.
+    let mut rng = SmallRng::seed_from_u64(crate::io::random_seed());
+    let interval_ns = u64::try_from(config.timing.push_pull_interval.as_nanos()).unwrap_or(u64::MAX);
+    let first_push_pull = now + Duration::from_nanos(rng.random_range(0..interval_ns.max(1)));
 
     let receiver = tokio::spawn(receive_loop(socket.clone(), inbound_tx, counters.clone()));
+    let sync_server = tokio::spawn(sync::serve(listener, sync_context.clone(), sync_tx.clone()));
     let driver = Driver {
         foca,
         runtime: AccumulatingRuntime::new(),
@@ -154,6 +192,12 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
         config: foca_config,
         scaled_for: 1,
         disk: config.disk.clone(),
+        keyring_file: config.keyring_file,
+        sync_context,
+        sync_tx,
+        syncing: BTreeSet::new(),
+        next_push_pull: first_push_pull,
+        rng,
         joins: Vec::new(),
         queries: Vec::new(),
         replies: Vec::new(),
@@ -164,8 +208,9 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
         counters: counters.clone(),
     };
     let task = tokio::spawn(async move {
-        driver.run(command_rx, inbound_rx).await;
+        driver.run(command_rx, inbound_rx, sync_rx).await;
         receiver.abort();
+        sync_server.abort();
     });
     Ok(Gossip {
         inner: Arc::new(Handle {
@@ -196,7 +241,7 @@ fn validate_identity(config: &GossipConfig) -> Result<(), GossipError> {
 /// `local.keyring` wins over the configured keyring: it holds the rotations made since `-encrypt`
 /// was first given. A configured keyring with no file yet is saved as the file.
 fn load_keyring(config: &GossipConfig) -> Result<Option<Keyring>, GossipError> {
-    let Some(disk) = &config.disk else { return Ok(config.keyring.clone()) };
+    let Some(disk) = config.disk.as_ref().filter(|_| config.keyring_file) else { return Ok(config.keyring.clone()) };
     if let Some(saved) = Keyring::load(disk.as_ref())? {
         if config.keyring.as_ref().is_some_and(|configured| configured != &saved) {
             tracing::info!("using the keyring in local.keyring; the configured key is ignored");
@@ -252,10 +297,8 @@ pub(crate) fn foca_config(timing: &GossipTiming, cluster_size: usize, remember_d
         remove_down_after: Some(remember_down),
         max_packet_size: at_least_one(MAX_SWIM_BODY_BYTES),
         notify_down_members: true,
-        periodic_announce: Some(PeriodicParams {
-            frequency: timing.push_pull_interval,
-            num_members: NonZeroUsize::MIN,
-        }),
+        // Push-pull (the driver's) does this job with the whole member list.
+        periodic_announce: None,
         periodic_announce_to_down_members: Some(PeriodicParams {
             frequency: timing.dead_announce_interval,
             num_members: at_least_one(2),
@@ -265,6 +308,16 @@ pub(crate) fn foca_config(timing: &GossipTiming, cluster_size: usize, remember_d
             num_members: at_least_one(timing.gossip_nodes),
         }),
     }
+}
+
+/// memberlist's `pushPullScale`: the push-pull interval for a cluster of `cluster_size`, so that
+/// the cluster as a whole does about as many full-state syncs per interval however large it is.
+fn push_pull_interval(interval: Duration, cluster_size: usize) -> Duration {
+    if cluster_size <= PUSH_PULL_SCALE_THRESHOLD {
+        return interval;
+    }
+    let excess = (cluster_size as f64).log2() - (PUSH_PULL_SCALE_THRESHOLD as f64).log2();
+    interval * (excess.ceil() as u32 + 1)
 }
 
 /// Whether `desired` differs enough from `current` to reconfigure foca.
@@ -348,6 +401,16 @@ struct Driver {
     config: Config,
     scaled_for: usize,
     disk: Option<Arc<dyn Disk>>,
+    /// Whether keyring changes are saved to `local.keyring` on `disk`.
+    keyring_file: bool,
+    sync_context: SyncContext,
+    /// Handed to push-pull tasks, which send their outcome back on it.
+    sync_tx: mpsc::Sender<SyncEvent>,
+    /// Addresses we are running a push-pull with now (at most [`MAX_OUTBOUND_SYNCS`]).
+    syncing: BTreeSet<SocketAddr>,
+    next_push_pull: Instant,
+    /// Picks the periodic push-pull partner.
+    rng: SmallRng,
     joins: Vec<PendingJoin>,
     queries: Vec<PendingQuery>,
     /// Answers to others' queries, sent with the next flush.
@@ -360,7 +423,12 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut inbound: mpsc::Receiver<(SocketAddr, Vec<u8>)>) {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut inbound: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+        mut syncs: mpsc::Receiver<SyncEvent>,
+    ) {
         loop {
             let wake = self.timers.keys().next().map_or(self.next_tick, |(at, _)| (*at).min(self.next_tick));
             tokio::select! {
@@ -374,6 +442,8 @@ impl Driver {
                     None => break,
                     Some((from, bytes)) => self.on_datagram(from, &bytes),
                 },
+                // Never closed: the driver holds a sender for its own push-pull tasks.
+                Some(event) = syncs.recv() => self.on_sync(event),
             }
             let now = Instant::now();
             self.fire_due_timers(now);
@@ -394,6 +464,9 @@ impl Driver {
             Command::Join { addrs, answered } => {
                 let remaining: BTreeSet<SocketAddr> = addrs.into_iter().collect();
                 self.announce(&remaining);
+                for addr in &remaining {
+                    self.start_push_pull(*addr);
+                }
                 self.joins.push(PendingJoin { remaining, answered, next_retry: now + self.timing.probe_interval });
             }
             Command::Leave { propagate, done } => self.leave(propagate, done, now),
@@ -461,7 +534,7 @@ impl Driver {
         }
         let after = ring.clone();
         if after != before {
-            if let Some(disk) = &self.disk {
+            if let Some(disk) = self.disk.as_ref().filter(|_| self.keyring_file) {
                 if let Err(e) = after.persist(disk.as_ref()) {
                     // Memory and disk must not disagree about which keys we accept.
                     *ring = before;
@@ -621,6 +694,89 @@ impl Driver {
         }
     }
 
+    /// A push-pull's member list arrived: answer (if they asked) with ours, then apply theirs.
+    fn on_sync(&mut self, event: SyncEvent) {
+        match event {
+            SyncEvent::Pushed { from, members, reply } => {
+                if self.left {
+                    // Dropping `reply` closes the connection: a leaving agent teaches nobody.
+                    return;
+                }
+                let _ = reply.send(self.local_state());
+                tracing::trace!(%from, members = members.len(), "push-pull answered");
+                self.apply_state(members);
+            }
+            SyncEvent::Pulled { addr, result } => {
+                self.syncing.remove(&addr);
+                match result {
+                    Ok(members) if !self.left => {
+                        self.apply_state(members);
+                        self.join_answered(addr, addr);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(%addr, error = %e, "gossip push-pull failed"),
+                }
+            }
+        }
+    }
+
+    /// Our whole member list for a push-pull: ourselves, then every member foca knows, in any
+    /// state (a `Down` member teaches the other side about a failure too, as memberlist's dead
+    /// nodes do).
+    fn local_state(&self) -> Members {
+        let me = self.foca.identity().clone();
+        // foca does not expose our incarnation; a refutation raises it past the suspicion refuted,
+        // so this is at most ours. Lower is harmless: the other side keeps what it knows if newer.
+        let incarnation = self.last_refuted.map_or(0, |i| i.saturating_add(1));
+        let mut members = Vec::with_capacity(self.foca.iter_membership_state().len() + 1);
+        members.push(foca::Member::new(me, incarnation, State::Alive));
+        members.extend(self.foca.iter_membership_state().take(MAX_SYNC_MEMBERS - 1).cloned());
+        members
+    }
+
+    /// Feed a received member list to foca, one member at a time so that one it refuses does not
+    /// stop the rest. New knowledge is gossiped on, as memberlist's merge does.
+    fn apply_state(&mut self, members: Members) {
+        let me = self.foca.identity().clone();
+        let suspected = members.iter().filter(|m| m.id() == &me && m.state() == State::Suspect);
+        if let Some(incarnation) = suspected.map(|m| m.incarnation()).max() {
+            if self.last_refuted.is_none_or(|last| incarnation > last) {
+                self.last_refuted = Some(incarnation);
+                self.health.refuted();
+            }
+        }
+        for member in members.into_iter().filter(|m| !m.id().is_placeholder()) {
+            if let Err(e) = self.foca.apply_many(std::iter::once(member), true, &mut self.runtime) {
+                tracing::trace!(error = %e, "push-pull member refused by foca");
+            }
+        }
+    }
+
+    /// Start a push-pull with `addr` unless one is already under way with it or too many are.
+    fn start_push_pull(&mut self, addr: SocketAddr) {
+        if self.left || self.syncing.contains(&addr) || self.syncing.len() >= MAX_OUTBOUND_SYNCS {
+            return;
+        }
+        self.syncing.insert(addr);
+        sync::spawn_push_pull(addr, self.local_state(), self.sync_context.clone(), self.sync_tx.clone());
+    }
+
+    /// memberlist's periodic push-pull: one live member, chosen at random.
+    fn periodic_push_pull(&mut self) {
+        let me = self.foca.identity().clone();
+        let live: Vec<SocketAddr> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Alive && m.id() != &me)
+            .map(|m| m.id().addr())
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let pick = live[self.rng.random_range(0..live.len())];
+        self.start_push_pull(pick);
+    }
+
     fn join_answered(&mut self, from: SocketAddr, claimed: SocketAddr) {
         for join in &mut self.joins {
             if join.remaining.remove(&from) || join.remaining.remove(&claimed) {
@@ -667,6 +823,14 @@ impl Driver {
             join.next_retry = now + self.timing.probe_interval;
         }
         self.announce(&retry);
+        for addr in retry {
+            self.start_push_pull(addr);
+        }
+        if now >= self.next_push_pull {
+            self.periodic_push_pull();
+            let n = self.view.active_count();
+            self.next_push_pull = now + push_pull_interval(self.timing.push_pull_interval, n);
+        }
         if self.leaving.is_some() && !self.leave_propagated(now) {
             if let Err(e) = self.foca.gossip(&mut self.runtime) {
                 tracing::debug!(error = %e, "gossip while leaving");
@@ -848,6 +1012,20 @@ mod tests {
             "10.0.0.1:4567".parse::<SocketAddr>().unwrap()
         );
         assert!(resolve_advertise("0.0.0.0:0".parse().unwrap(), "0.0.0.0:1".parse().unwrap()).is_err());
+    }
+
+    /// The push-pull interval stays put up to 32 members, then grows by one interval per doubling
+    /// (memberlist's `pushPullScale`).
+    #[test]
+    fn push_pull_interval_scales_with_cluster_size() {
+        let base = Duration::from_secs(30);
+        assert_eq!(push_pull_interval(base, 1), base);
+        assert_eq!(push_pull_interval(base, 32), base);
+        assert_eq!(push_pull_interval(base, 33), base * 2);
+        assert_eq!(push_pull_interval(base, 64), base * 2);
+        assert_eq!(push_pull_interval(base, 101), base * 3);
+        assert_eq!(push_pull_interval(base, 1000), base * 6);
+        assert_eq!(push_pull_interval(base, 5000), base * 9);
     }
 
     /// Each start is a newer generation than the last, and the count survives on disk.

@@ -212,7 +212,12 @@ impl Keyring {
 
     /// Open a sealed datagram with whichever installed key sealed it.
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-        if sealed.len() > MAX_PACKET_BYTES {
+        self.open_within(sealed, MAX_PACKET_BYTES)
+    }
+
+    /// Open a sealed message of at most `max` bytes (a push-pull frame is larger than a datagram).
+    pub fn open_within(&self, sealed: &[u8], max: usize) -> Result<Vec<u8>, OpenError> {
+        if sealed.len() > max {
             return Err(OpenError::Oversize { len: sealed.len() });
         }
         if sealed.len() < SEAL_OVERHEAD_BYTES {
@@ -340,13 +345,18 @@ impl PacketCrypto {
     /// plaintext is accepted only while `verify_incoming` is off (a rollout in progress). Without
     /// one, a sealed datagram is refused rather than parsed as garbage.
     pub fn incoming<'a>(&self, datagram: &'a [u8]) -> Result<Cow<'a, [u8]>, OpenError> {
+        self.incoming_within(datagram, MAX_PACKET_BYTES)
+    }
+
+    /// [`PacketCrypto::incoming`] for a message of at most `max` bytes sealed (a push-pull frame).
+    pub fn incoming_within<'a>(&self, datagram: &'a [u8], max: usize) -> Result<Cow<'a, [u8]>, OpenError> {
         let looks_plain = datagram.first() == Some(&WIRE_VERSION);
         match &self.keyring {
             None if datagram.first() == Some(&SEAL_VERSION) => Err(OpenError::NoKeyring),
             None => Ok(Cow::Borrowed(datagram)),
             Some(_) if looks_plain && !self.verify_incoming => Ok(Cow::Borrowed(datagram)),
             Some(_) if looks_plain => Err(OpenError::PlaintextRefused),
-            Some(ring) => ring.open(datagram).map(Cow::Owned),
+            Some(ring) => ring.open_within(datagram, max).map(Cow::Owned),
         }
     }
 }

@@ -15,6 +15,11 @@
 //!   a [`Broadcast`], `[tag][fields]`.
 //! - `0x02` reply: a [`Reply`] sent straight back to the origin of a query broadcast
 //!   (Serf-query style), `[tag][fields]`.
+//! - `0x03` state sync: never a datagram. A [`StateSync`], one side's whole member list, sent
+//!   over TCP on the LAN port by push-pull (see `sync`): `[u32 count][member...]`, each member
+//!   encoded as in a SWIM update. On the stream a frame is `[u32 length][frame]`, the frame
+//!   sealed like a datagram when encryption is on; at most [`MAX_SYNC_FRAME_BYTES`] and
+//!   [`MAX_SYNC_MEMBERS`] members, both checked before anything is allocated for them.
 //!
 //! Every integer is big-endian. Every string is `[u8 length][UTF-8 bytes]` with its own bound
 //! ([`MAX_NAME_BYTES`] and friends), every count is bounded ([`MAX_UPDATES_PER_PACKET`],
@@ -24,8 +29,10 @@
 //! does not know are kept as [`Broadcast::Unknown`] so newer agents can add kinds without older
 //! ones dropping whole packets.
 //!
-//! [`decode_packet`] and [`encode_packet`] are the pure entry points (the fuzz target's);
-//! `decode_packet(&encode_packet(p)?)? == p` for every packet `decode_packet` returns.
+//! [`decode_packet`] and [`encode_packet`] are the pure entry points for datagrams,
+//! [`decode_sync`] and [`encode_sync`] for state-sync frames (the fuzz target drives both);
+//! `decode_packet(&encode_packet(p)?)? == p` for every packet `decode_packet` returns, and the same
+//! for frames.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -60,6 +67,16 @@ pub const MAX_UPDATES_PER_PACKET: usize = 64;
 pub const MAX_BROADCASTS_PER_PACKET: usize = 64;
 /// An error message in a reply.
 pub const MAX_ERROR_BYTES: usize = 200;
+/// Members in one state-sync frame: a whole cluster, with room to spare (memberlist's push-pull
+/// has no cap; Serf pools of tens of thousands exist, 64 Ki is past any we know of).
+pub const MAX_SYNC_MEMBERS: usize = 64 * 1024;
+/// The largest state-sync frame in plaintext, envelope included. 64 Ki members of typical size
+/// (about 100 bytes) fit; maximal names and metadata for all of them would not, and such a state
+/// is refused by the encoder rather than sent in part.
+pub const MAX_SYNC_FRAME_BYTES: usize = 16 * 1024 * 1024;
+/// The smallest member encoding: empty name and metadata strings, an IPv4 address. Counts that
+/// claim more members than the bytes left could hold are refused before allocating for them.
+const MIN_MEMBER_BYTES: usize = 1 + 7 + 6 + 8 + 2 + 1;
 
 /// Format version 1, with the `0xC` magic in the high nibble.
 pub const WIRE_VERSION: u8 = 0xC1;
@@ -73,6 +90,8 @@ pub enum Kind {
     Swim = 0x01,
     /// An answer to a query broadcast.
     Reply = 0x02,
+    /// A push-pull state sync; TCP only.
+    Sync = 0x03,
 }
 
 impl Kind {
@@ -80,6 +99,7 @@ impl Kind {
         match byte {
             0x01 => Ok(Kind::Swim),
             0x02 => Ok(Kind::Reply),
+            0x03 => Ok(Kind::Sync),
             other => Err(WireError::UnknownKind(other)),
         }
     }
@@ -98,6 +118,9 @@ pub enum WireError {
     UnsupportedVersion(u8),
     #[error("unknown packet kind {0:#04x}")]
     UnknownKind(u8),
+    /// A kind that exists but not where it was found (a state sync in a datagram, or the reverse).
+    #[error("a {found:?} body where a {expected} was expected")]
+    WrongKind { found: Kind, expected: &'static str },
     #[error("unknown {what} tag {tag:#04x}")]
     UnknownTag { what: &'static str, tag: u8 },
     #[error("{field} is {len} bytes, more than the {max} allowed")]
@@ -154,6 +177,12 @@ pub struct KeyringQuery {
     pub op: KeyringOp,
 }
 
+/// One side's whole member list in a push-pull exchange (itself included).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StateSync {
+    pub members: Vec<Member<NodeIdentity>>,
+}
+
 /// A direct answer to a query broadcast.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -183,6 +212,7 @@ pub fn decode_packet(bytes: &[u8]) -> Result<Packet, WireError> {
     match kind {
         Kind::Swim => decode_swim_body(body).map(Packet::Swim),
         Kind::Reply => decode_reply(body).map(Packet::Reply),
+        found @ Kind::Sync => Err(WireError::WrongKind { found, expected: "datagram" }),
     }
 }
 
@@ -205,10 +235,54 @@ pub fn encode_packet(packet: &Packet) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
+/// Decode one plaintext state-sync frame (without its stream length prefix).
+pub fn decode_sync(bytes: &[u8]) -> Result<StateSync, WireError> {
+    let (kind, body) = split_envelope_within(bytes, MAX_SYNC_FRAME_BYTES)?;
+    if kind != Kind::Sync {
+        return Err(WireError::WrongKind { found: kind, expected: "state sync" });
+    }
+    let mut r = Reader::new(body);
+    let count = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
+    if count > MAX_SYNC_MEMBERS {
+        return Err(WireError::TooMany { what: "members", count, max: MAX_SYNC_MEMBERS });
+    }
+    if count.saturating_mul(MIN_MEMBER_BYTES) > r.remaining() {
+        return Err(WireError::Truncated);
+    }
+    let mut members = Vec::with_capacity(count);
+    for _ in 0..count {
+        members.push(read_member(&mut r)?);
+    }
+    r.finish()?;
+    Ok(StateSync { members })
+}
+
+/// Encode one plaintext state-sync frame; fails, sending nothing, over either bound.
+pub fn encode_sync(sync: &StateSync) -> Result<Vec<u8>, WireError> {
+    let count = sync.members.len();
+    if count > MAX_SYNC_MEMBERS {
+        return Err(WireError::TooMany { what: "members", count, max: MAX_SYNC_MEMBERS });
+    }
+    let mut out = Vec::new();
+    put_envelope(&mut out, Kind::Sync);
+    out.put_u32(count as u32);
+    for member in &sync.members {
+        write_member(&mut out, member)?;
+        if out.len() > MAX_SYNC_FRAME_BYTES {
+            return Err(WireError::Oversize { len: out.len(), max: MAX_SYNC_FRAME_BYTES });
+        }
+    }
+    Ok(out)
+}
+
 /// Check the size and envelope of a datagram and return its kind and body.
 pub fn split_envelope(bytes: &[u8]) -> Result<(Kind, &[u8]), WireError> {
-    if bytes.len() > MAX_PACKET_BYTES {
-        return Err(WireError::Oversize { len: bytes.len(), max: MAX_PACKET_BYTES });
+    split_envelope_within(bytes, MAX_PACKET_BYTES)
+}
+
+fn split_envelope_within(bytes: &[u8], max: usize) -> Result<(Kind, &[u8]), WireError> {
+    if bytes.len() > max {
+        return Err(WireError::Oversize { len: bytes.len(), max });
     }
     let [version, kind, body @ ..] = bytes else { return Err(WireError::Truncated) };
     if *version != WIRE_VERSION {
@@ -735,6 +809,10 @@ impl<'a> Reader<'a> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
+    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
     pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
@@ -840,6 +918,10 @@ pub(crate) mod strategies {
             prop_oneof![proptest::collection::vec(key(), 1..=MAX_KEYS).prop_map(Ok), "[a-z é]{0,60}".prop_map(Err),];
         (any::<u64>(), "[a-z0-9-]{1,40}", result)
             .prop_map(|(id, node, result)| Reply::Keyring(KeyringResponse { id, node, result }))
+    }
+
+    pub fn state_sync() -> impl Strategy<Value = StateSync> {
+        proptest::collection::vec(member(), 0..20).prop_map(|members| StateSync { members })
     }
 
     pub fn packet() -> impl Strategy<Value = Packet> {
@@ -1030,7 +1112,82 @@ mod tests {
         assert_eq!(decode_packet(&bytes), Err(WireError::BadKey { len: 20 }));
     }
 
+    /// A state sync is refused as a datagram and a datagram as a state sync: each kind has one
+    /// transport.
+    #[test]
+    fn sync_kind_has_its_own_transport() {
+        let sync = encode_sync(&StateSync { members: vec![Member::alive(sample_identity("a"))] }).unwrap();
+        assert_eq!(decode_packet(&sync), Err(WireError::WrongKind { found: Kind::Sync, expected: "datagram" }));
+        let datagram = encode_packet(&Packet::Swim(ping("a", "b"))).unwrap();
+        assert_eq!(decode_sync(&datagram), Err(WireError::WrongKind { found: Kind::Swim, expected: "state sync" }));
+    }
+
+    /// Member counts are bounded twice before anything is allocated: by the cap, and by what the
+    /// bytes left could hold.
+    #[test]
+    fn sync_counts_bounded() {
+        let mut bytes = encode_sync(&StateSync::default()).unwrap();
+        assert_eq!(decode_sync(&bytes).unwrap(), StateSync::default());
+        bytes[2..6].copy_from_slice(&(MAX_SYNC_MEMBERS as u32 + 1).to_be_bytes());
+        assert_eq!(
+            decode_sync(&bytes),
+            Err(WireError::TooMany { what: "members", count: MAX_SYNC_MEMBERS + 1, max: MAX_SYNC_MEMBERS })
+        );
+        bytes[2..6].copy_from_slice(&1000u32.to_be_bytes());
+        assert_eq!(decode_sync(&bytes), Err(WireError::Truncated));
+
+        let too_many = StateSync { members: vec![Member::alive(sample_identity("a")); MAX_SYNC_MEMBERS + 1] };
+        assert!(matches!(encode_sync(&too_many), Err(WireError::TooMany { what: "members", .. })));
+    }
+
+    /// Frames over the byte cap are refused whole, on both sides.
+    #[test]
+    fn sync_frame_size_bounded() {
+        let mut bytes = vec![0u8; MAX_SYNC_FRAME_BYTES + 1];
+        bytes[..2].copy_from_slice(&[WIRE_VERSION, Kind::Sync as u8]);
+        assert_eq!(
+            decode_sync(&bytes),
+            Err(WireError::Oversize { len: MAX_SYNC_FRAME_BYTES + 1, max: MAX_SYNC_FRAME_BYTES })
+        );
+        // Maximal names and metadata: about 330 bytes a member, so a full list of members is over.
+        let meta = MemberMeta {
+            role: Role::Server,
+            datacenter: "d".repeat(MAX_DATACENTER_BYTES),
+            node_id: "i".repeat(MAX_NODE_ID_BYTES),
+            server_port: Some(1),
+            build: "b".repeat(MAX_BUILD_BYTES),
+            protocol: 1,
+        };
+        let id = NodeIdentity::new("n".repeat(MAX_NAME_BYTES), SocketAddr::from((Ipv6Addr::LOCALHOST, 1)), meta, 1);
+        let members = vec![Member::alive(id); MAX_SYNC_MEMBERS];
+        assert!(matches!(encode_sync(&StateSync { members }), Err(WireError::Oversize { .. })));
+    }
+
     proptest! {
+        #[test]
+        fn sync_round_trips(sync in state_sync()) {
+            prop_assert_eq!(decode_sync(&encode_sync(&sync).unwrap()).unwrap(), sync);
+        }
+
+        /// Hostile frames never panic, and whatever decodes re-encodes to the same list.
+        #[test]
+        fn mutated_syncs_never_panic(
+            sync in state_sync(),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+            noise in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut bytes = encode_sync(&sync).unwrap();
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            check_sync_total(&bytes)?;
+            let len = cut.index(bytes.len() + 1);
+            check_sync_total(&bytes[..len])?;
+            check_sync_total(&noise)?;
+        }
+
         #[test]
         fn identity_round_trips(id in identity()) {
             let mut buf = Vec::new();
@@ -1096,6 +1253,14 @@ mod tests {
             let len = cut.index(bytes.len() + 1);
             check_total(&bytes[..len])?;
         }
+    }
+
+    fn check_sync_total(bytes: &[u8]) -> Result<(), TestCaseError> {
+        if let Ok(sync) = decode_sync(bytes) {
+            let again = encode_sync(&sync).map_err(|e| TestCaseError::fail(format!("re-encode: {e}")))?;
+            prop_assert_eq!(decode_sync(&again).unwrap(), sync);
+        }
+        Ok(())
     }
 
     fn check_total(bytes: &[u8]) -> Result<(), TestCaseError> {
