@@ -292,25 +292,18 @@ async fn keyring_needs_encryption() {
     agent.shutdown().await;
 }
 
-/// Lifeguard: probes that miss a member which then turns out dead do not count against our own
-/// health (it was the member, not us), so a peer's death does not stretch our timers; the score is
-/// visible in the stats. (Misses of members that turn out alive do count: unit tests in
-/// `gossip::health`.)
+/// Lifeguard: probes that go unanswered count against our own health (so our timeouts stretch);
+/// the score is visible in the stats.
 #[tokio::test]
-async fn probes_missing_a_dead_member_leave_local_health_alone() {
+async fn unanswered_probes_lower_local_health() {
     let names = ["s1", "s2"];
     let mut agents = cluster(&names, None).await;
     wait_membership(&agents[0], "both alive", all_alive(&names)).await;
     assert_eq!(agents[0].stats().local_health, 0);
     agents.pop().unwrap().shutdown().await;
     wait_membership(&agents[0], "s2 failed", |m| status(m, "s2") == Some(MemberStatus::Failed)).await;
-    // s2 stayed suspect for several probe periods, probed and silent each time; wait until those
-    // misses have been judged (twice the time to a verdict at the fast timing, with margin).
-    let judged = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < judged {
-        assert_eq!(agents[0].stats().local_health, 0, "{:?}", agents[0].stats());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // s2 stayed suspect for several probe periods, probed and silent each time.
+    assert!(agents[0].stats().local_health >= 1, "{:?}", agents[0].stats());
     shutdown_all(agents).await;
 }
 

@@ -810,12 +810,6 @@ impl Driver {
 
     fn housekeeping(&mut self, now: Instant) {
         self.view.reap(now, self.reconnect_timeout, self.timing.tombstone_timeout);
-        // Time for the cluster to declare a missed member down: a probe round, then suspicion.
-        let decided_within = (self.timing.probe_interval + self.config.suspect_to_down_after) * 2;
-        let view = &self.view;
-        self.health.judge_misses(now, decided_within, |member| {
-            view.other(member.name()).filter(|(listed, _)| listed.generation() == member.generation()).map(|(_, s)| s)
-        });
         self.joins.retain(|j| !j.answered.is_closed());
         let mut retry = BTreeSet::new();
         for join in self.joins.iter_mut().filter(|j| j.next_retry <= now) {
@@ -912,7 +906,7 @@ impl Driver {
     fn schedule(&mut self, timer: Timer<NodeIdentity>, after: Duration, now: Instant) {
         let after = match &timer {
             Timer::SendIndirectProbe { probed_id, .. } => {
-                self.health.probe_started(probed_id.clone(), now);
+                self.health.probe_started(probed_id.clone());
                 after * self.health.multiplier()
             }
             Timer::ProbeRandomMember(_) | Timer::ChangeSuspectToDown { .. } => after * self.health.multiplier(),

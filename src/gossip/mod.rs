@@ -20,9 +20,8 @@
 //!   [`MemberStatus::Alive`]/`Suspect`/`Failed`; a `Down` member with a leave intent for its
 //!   generation is `Left`; `Failed` members are reaped after `reconnect_timeout` (72 h), `Left` ones
 //!   after the tombstone timeout (24 h);
-//! - `health`: Lifeguard-style local health, a score 0..=8 raised by our own probes that missed
-//!   a member still alive afterwards, refuted suspicions and late timers, lowered by answered
-//!   probes;
+//! - `health`: Lifeguard-style local health, a score 0..=8 raised by our own unanswered probes,
+//!   refuted suspicions and late timers, lowered by answered probes;
 //! - `sync`: push-pull over TCP: both sides exchange their whole member list (every identity foca
 //!   knows, in any state, and themselves), in length-prefixed sealed frames (at most 16 MiB and
 //!   64 Ki members), one deadline per exchange, at most 8 served at once. It only moves bytes: the
