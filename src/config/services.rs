@@ -174,6 +174,8 @@ pub enum ConfigWarning {
         duration::format_duration(*interval)
     )]
     TimeoutOverInterval { path: PathBuf, field: String, timeout: Duration, interval: Duration },
+    #[error("{}: {field}: a Consul setting cairn does not implement yet; ignored", path.display())]
+    NotImplemented { path: PathBuf, field: String },
 }
 
 /// What is wrong with one field of a service or check definition. The error carrying it names
@@ -280,14 +282,35 @@ fn objects<'a>(path: &Path, key: &str, value: Option<&'a Value>) -> Result<Vec<P
 /// have them: a service's `CheckID` is a mistake, not its `id`.
 const CHECK_ALIASES: &[(&str, &str)] = &[("scriptargs", "args"), ("checkid", "id"), ("check_id", "id")];
 
+/// Service keys of Consul's schema that cairn does not implement (Connect, ACL tokens,
+/// Enterprise placement, ...): accepted with a warning, so a file written for Consul loads.
+const IGNORED_SERVICE_KEYS: &[&str] =
+    &["kind", "proxy", "connect", "tagged_addresses", "token", "namespace", "partition", "locality", "socket_path"];
+/// Check options of Consul's schema cairn does not implement yet. (The keys of check kinds it
+/// does not run, `grpc`, `h2ping`, `udp`, `docker_container_id`, `os_service`, stay errors: a
+/// check silently not run would read as passing.)
+const IGNORED_CHECK_KEYS: &[&str] = &[
+    "grpc_use_tls",
+    "h2ping_use_tls",
+    "shell",
+    "tls_server_name",
+    "output_max_size",
+    "token",
+    "namespace",
+    "partition",
+];
+
 /// Rewrites an object's keys to the field names of `T`: case-insensitive, underscores optional,
-/// plus `aliases`. Unknown keys and two spellings of one field are errors.
+/// plus `aliases`. Keys in `ignored` (Consul's, not implemented) are dropped with a warning;
+/// other unknown keys and two spellings of one field are errors.
 fn canonical_keys<T: for<'de> Deserialize<'de>>(
     path: &Path,
     field: &str,
     object: &Map<String, Value>,
     aliases: &[(&str, &'static str)],
+    ignored: (&[&str], &mut Vec<ConfigWarning>),
 ) -> Result<Map<String, Value>, ConfigError> {
+    let (ignored, warnings) = ignored;
     let fields = super::file::struct_fields::<T>();
     let mut out = Map::new();
     let mut spelled: BTreeMap<&str, &str> = BTreeMap::new();
@@ -296,6 +319,10 @@ fn canonical_keys<T: for<'de> Deserialize<'de>>(
         let alias = aliases.iter().find(|(from, _)| *from == lower).map(|(_, to)| *to);
         let squashed = |f: &&str| f.replace('_', "") == lower.replace('_', "");
         let Some(name) = fields.iter().copied().find(|f| Some(*f) == alias || squashed(f)) else {
+            if ignored.iter().any(squashed) {
+                warnings.push(ConfigWarning::NotImplemented { path: path.to_owned(), field: format!("{field}.{key}") });
+                continue;
+            }
             return Err(problem(path, format!("{field}.{key}"), DefinitionProblem::UnknownField));
         };
         if let Some(first) = spelled.insert(name, key) {
@@ -376,7 +403,9 @@ impl Parser<'_> {
     }
 
     fn service(&mut self, field: &str, object: &Map<String, Value>) -> Result<ServiceDefinition, ConfigError> {
-        let raw: RawService = typed(self.path, field, canonical_keys::<RawService>(self.path, field, object, &[])?)?;
+        let ignored = (IGNORED_SERVICE_KEYS, &mut *self.warnings);
+        let raw: RawService =
+            typed(self.path, field, canonical_keys::<RawService>(self.path, field, object, &[], ignored)?)?;
         let name = raw.name.ok_or_else(|| self.fail(format!("{field}.name"), DefinitionProblem::Missing))?;
         self.text(&format!("{field}.name"), &name, NAME_LEN_MAX)?;
         let id = raw.id.unwrap_or_else(|| name.clone());
@@ -432,12 +461,16 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    fn weights(&self, field: &str, value: Option<&Value>) -> Result<Weights, ConfigError> {
+    fn weights(&mut self, field: &str, value: Option<&Value>) -> Result<Weights, ConfigError> {
         let Some(value) = value else { return Ok(Weights::default()) };
         let Value::Object(object) = value else {
             return Err(self.fail(field, DefinitionProblem::NotAnObject));
         };
-        let raw: RawWeights = typed(self.path, field, canonical_keys::<RawWeights>(self.path, field, object, &[])?)?;
+        let raw: RawWeights = typed(
+            self.path,
+            field,
+            canonical_keys::<RawWeights>(self.path, field, object, &[], (&[], &mut *self.warnings))?,
+        )?;
         let base = Weights::default();
         Ok(Weights { passing: raw.passing.unwrap_or(base.passing), warning: raw.warning.unwrap_or(base.warning) })
     }
@@ -449,8 +482,17 @@ impl Parser<'_> {
         object: &Map<String, Value>,
         service: Option<CheckDefaults>,
     ) -> Result<CheckDefinition, ConfigError> {
-        let raw: RawCheck =
-            typed(self.path, field, canonical_keys::<RawCheck>(self.path, field, object, CHECK_ALIASES)?)?;
+        let raw: RawCheck = typed(
+            self.path,
+            field,
+            canonical_keys::<RawCheck>(
+                self.path,
+                field,
+                object,
+                CHECK_ALIASES,
+                (IGNORED_CHECK_KEYS, &mut *self.warnings),
+            )?,
+        )?;
         let kind = self.kind(field, &raw)?;
         let (id, name, service_id) = match service {
             Some(defaults) => (
@@ -993,6 +1035,30 @@ check {
         });
         assert_problem(json(r#"{"service":{"name":"a","id":"x","ID":"y"}}"#), "service.id", |p| {
             matches!(p, DefinitionProblem::DuplicateField { .. })
+        });
+    }
+
+    /// A file written for Consul with settings cairn does not implement yet (Connect, tokens, TLS
+    /// server names) loads, each such setting named in a warning; a check of a kind cairn cannot
+    /// run is still refused.
+    #[test]
+    fn consul_settings_not_implemented_are_warnings() {
+        let text = r#"{"service":{"name":"web","port":80,"token":"t","Connect":{"native":true},
+            "check":{"http":"https://127.0.0.1/","interval":"10s","tls_server_name":"web"}}}"#;
+        let config = agent(vec![json(text).unwrap()]).expect("loads");
+        assert_eq!(config.local.services.len(), 1);
+        let fields: Vec<String> = config
+            .local
+            .warnings
+            .iter()
+            .filter_map(|w| match w {
+                ConfigWarning::NotImplemented { field, .. } => Some(field.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fields, ["service.Connect", "service.token", "service.check.tls_server_name"]);
+        assert_problem(json(r#"{"check":{"name":"g","grpc":"127.0.0.1:9000","interval":"10s"}}"#), "check.grpc", |p| {
+            *p == DefinitionProblem::UnknownField
         });
     }
 
