@@ -64,18 +64,9 @@ pub struct ServiceDefinition {
     pub origin: Origin,
 }
 
-/// DNS SRV weights by health. Consul's defaults: passing 1, warning 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Weights {
-    pub passing: u32,
-    pub warning: u32,
-}
-
-impl Default for Weights {
-    fn default() -> Self {
-        Weights { passing: 1, warning: 1 }
-    }
-}
+/// DNS SRV weights by health (Consul's defaults: passing 1, warning 1): the catalog's own type,
+/// so a definition registers without conversion.
+pub use crate::state::Weights;
 
 /// A health check (`check { ... }`), of a service or of the node.
 #[derive(Debug, Clone, PartialEq)]
