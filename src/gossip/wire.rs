@@ -964,6 +964,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// An identity with every field at its longest (and an IPv6 address): the largest one the
+    /// wire format carries.
+    fn maximal_identity() -> NodeIdentity {
+        let meta = MemberMeta {
+            role: Role::Server,
+            datacenter: "d".repeat(MAX_DATACENTER_BYTES),
+            node_id: "i".repeat(MAX_NODE_ID_BYTES),
+            server_port: Some(1),
+            build: "b".repeat(MAX_BUILD_BYTES),
+            protocol: 1,
+        };
+        NodeIdentity::new("n".repeat(MAX_NAME_BYTES), SocketAddr::from((Ipv6Addr::LOCALHOST, 1)), meta, 1)
+    }
+
     fn sample_identity(name: &str) -> NodeIdentity {
         NodeIdentity::new(
             name,
@@ -1062,16 +1076,7 @@ mod tests {
     /// update, still fits in a SWIM body.
     #[test]
     fn maximal_identities_fit() {
-        let mut id = sample_identity(&"n".repeat(MAX_NAME_BYTES));
-        let meta = MemberMeta {
-            role: Role::Server,
-            datacenter: "d".repeat(MAX_DATACENTER_BYTES),
-            node_id: "i".repeat(MAX_NODE_ID_BYTES),
-            server_port: Some(1),
-            build: "b".repeat(MAX_BUILD_BYTES),
-            protocol: 1,
-        };
-        id = NodeIdentity::new(id.name(), SocketAddr::from((Ipv6Addr::LOCALHOST, 1)), meta, 1);
+        let id = maximal_identity();
         let header = Header {
             src: id.clone(),
             src_incarnation: 0,
@@ -1150,16 +1155,7 @@ mod tests {
             Err(WireError::Oversize { len: MAX_SYNC_FRAME_BYTES + 1, max: MAX_SYNC_FRAME_BYTES })
         );
         // Maximal names and metadata: about 330 bytes a member, so a full list of members is over.
-        let meta = MemberMeta {
-            role: Role::Server,
-            datacenter: "d".repeat(MAX_DATACENTER_BYTES),
-            node_id: "i".repeat(MAX_NODE_ID_BYTES),
-            server_port: Some(1),
-            build: "b".repeat(MAX_BUILD_BYTES),
-            protocol: 1,
-        };
-        let id = NodeIdentity::new("n".repeat(MAX_NAME_BYTES), SocketAddr::from((Ipv6Addr::LOCALHOST, 1)), meta, 1);
-        let members = vec![Member::alive(id); MAX_SYNC_MEMBERS];
+        let members = vec![Member::alive(maximal_identity()); MAX_SYNC_MEMBERS];
         assert!(matches!(encode_sync(&StateSync { members }), Err(WireError::Oversize { .. })));
     }
 

@@ -15,7 +15,7 @@ use axum::routing::{get, put};
 use axum::Router;
 
 use super::catalog_json::{decode, DeregisterBody, NodeJson, NodeServicesJson, RegisterBody, ServiceNodeJson};
-use super::query::{check_datacenter, read_request, NodeMetaFilter, Params, TagFilter};
+use super::query::{check_datacenter, read_request, InstanceFilter, NodeMetaFilter, Params};
 use super::{encode, json_body, json_read, read_body, ApiError};
 use crate::server::Server;
 use crate::state::{Catalog, CatalogCommand, Command, Outcome};
@@ -124,14 +124,14 @@ async fn service(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (params, options) = read_request(query.as_deref(), &server)?;
-    let (meta, tags) = (NodeMetaFilter::from_params(&params), TagFilter::from_params(&params));
+    let filter = InstanceFilter::from_params(&params);
     let dc = server.datacenter();
     json_read(&server, options, |state| {
         let catalog = state.catalog();
         let instances: Vec<ServiceNodeJson> = catalog
             .service_instances(&name)
             .into_iter()
-            .filter(|(node, instance)| meta.matches(node) && tags.matches(instance))
+            .filter(|(node, instance)| filter.matches(node, instance))
             .map(|(node, instance)| ServiceNodeJson::new(node, instance, dc))
             .collect();
         (catalog.index_for_service(&name), encode(&instances))

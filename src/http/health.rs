@@ -13,7 +13,7 @@ use axum::Router;
 
 use super::catalog::missing;
 use super::catalog_json::{parse_status, HealthCheckJson, HealthEntryJson, NodeJson};
-use super::query::{read_request, NodeMetaFilter, TagFilter};
+use super::query::{read_request, InstanceFilter, NodeMetaFilter};
 use super::{encode, json_read, ApiError};
 use crate::server::Server;
 use crate::state::{Catalog, CheckStatus, HealthCheck};
@@ -41,14 +41,14 @@ async fn service(
 ) -> Result<Response, ApiError> {
     let (params, options) = read_request(query.as_deref(), &server)?;
     let passing = params.bool_flag("passing")?;
-    let (meta, tags) = (NodeMetaFilter::from_params(&params), TagFilter::from_params(&params));
+    let filter = InstanceFilter::from_params(&params);
     let dc = server.datacenter();
     json_read(&server, options, |state| {
         let catalog = state.catalog();
         let instances = if passing { catalog.passing_instances(&name) } else { catalog.service_instances(&name) };
         let entries: Vec<HealthEntryJson> = instances
             .into_iter()
-            .filter(|(node, instance)| meta.matches(node) && tags.matches(instance))
+            .filter(|(node, instance)| filter.matches(node, instance))
             .map(|(node, instance)| HealthEntryJson {
                 node: NodeJson::new(node, dc),
                 service: instance.into(),

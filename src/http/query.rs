@@ -149,6 +149,24 @@ impl TagFilter {
     }
 }
 
+/// The filters of a read of one service's instances (`/v1/catalog/service/<name>`,
+/// `/v1/health/service/<name>`): `?node-meta=` on the node and `?tag=` on the instance.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct InstanceFilter {
+    node_meta: NodeMetaFilter,
+    tags: TagFilter,
+}
+
+impl InstanceFilter {
+    pub fn from_params(params: &Params) -> Self {
+        InstanceFilter { node_meta: NodeMetaFilter::from_params(params), tags: TagFilter::from_params(params) }
+    }
+
+    pub fn matches(&self, node: &Node, instance: &ServiceInstance) -> bool {
+        self.node_meta.matches(node) && self.tags.matches(instance)
+    }
+}
+
 /// Run `read` over the state after the read barrier; with `?index`, block until the index it
 /// reports differs from the one given or the wait runs out. `read` returns (index, result).
 pub async fn blocking_read<T>(
