@@ -6,6 +6,7 @@
 //! and everything else through the backend.
 
 pub mod forward;
+pub mod local;
 pub mod join;
 
 use std::sync::Arc;

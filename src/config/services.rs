@@ -245,6 +245,31 @@ pub(crate) fn parse_definitions(path: &Path, document: &Map<String, Value>) -> R
     Ok(out)
 }
 
+/// Where definitions sent to the agent's HTTP API come from, in errors: "request body: service.port: ...".
+pub const API_BODY: &str = "request body";
+
+/// A service from the body of `PUT /v1/agent/service/register`, with the rules of a config
+/// file's `service` block. Consul's API spells fields `Name`, `ID`, `Check`, ...; keys match
+/// case-insensitively and without underscores, so both spellings work. A definition that is not a
+/// JSON object is an error naming the body.
+pub fn service_from_api(body: &Value) -> Result<(ServiceDefinition, Vec<ConfigWarning>), ConfigError> {
+    let path = Path::new(API_BODY);
+    let Value::Object(object) = body else { return Err(problem(path, "service", DefinitionProblem::NotAnObject)) };
+    let mut warnings = Vec::new();
+    let service = Parser { path, warnings: &mut warnings }.service("service", object)?;
+    Ok((service, warnings))
+}
+
+/// A check from the body of `PUT /v1/agent/check/register` (a node check, or a service's when it
+/// names `ServiceID`), with the rules of a config file's `check` block.
+pub fn check_from_api(body: &Value) -> Result<(CheckDefinition, Vec<ConfigWarning>), ConfigError> {
+    let path = Path::new(API_BODY);
+    let Value::Object(object) = body else { return Err(problem(path, "check", DefinitionProblem::NotAnObject)) };
+    let mut warnings = Vec::new();
+    let check = Parser { path, warnings: &mut warnings }.check("check", object, None)?;
+    Ok((check, warnings))
+}
+
 fn problem(path: &Path, field: impl Into<String>, problem: DefinitionProblem) -> ConfigError {
     ConfigError::Definition { path: path.to_owned(), field: field.into(), problem }
 }
