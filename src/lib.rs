@@ -70,6 +70,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod gossip;
+pub mod health;
 pub mod http;
 pub mod io;
 pub mod node;
