@@ -215,3 +215,44 @@ fn is_alive(pid: u32) -> bool {
         }
     }
 }
+
+/// The runner with the real prober: a TCP check turns passing while its port accepts and
+/// critical once the listener is gone, each change sent once.
+#[tokio::test]
+async fn runner_follows_a_real_port() {
+    use cairn::config::{CheckDefinition, CheckKind, Origin};
+    use cairn::health::{CheckRunner, CheckSource, RunnerConfig};
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let interval = Duration::from_millis(50);
+    let definition = CheckDefinition {
+        id: "port".into(),
+        name: "port".into(),
+        notes: None,
+        service_id: None,
+        initial_status: CheckStatus::Critical,
+        kind: CheckKind::Tcp { address: address.clone(), interval, timeout: Duration::from_secs(1) },
+        success_before_passing: 0,
+        failures_before_critical: 2,
+        deregister_critical_service_after: None,
+        origin: Origin { path: "test.json".into(), field: "check".into() },
+    };
+    let (runner, mut updates) = CheckRunner::start(std::sync::Arc::new(RealProber), RunnerConfig::default());
+    runner.upsert(&definition, CheckSource::Config).unwrap();
+    let up = next_update(&mut updates).await;
+    assert_eq!((up.status, up.output), (CheckStatus::Passing, format!("TCP connect {address}: Success")));
+    drop(listener);
+    let down = next_update(&mut updates).await;
+    assert_eq!(down.status, CheckStatus::Critical);
+    assert!(down.output.starts_with(&format!("dial tcp {address}: ")), "{down:?}");
+}
+
+async fn next_update(
+    updates: &mut tokio::sync::mpsc::UnboundedReceiver<cairn::health::CheckUpdate>,
+) -> cairn::health::CheckUpdate {
+    tokio::time::timeout(Duration::from_secs(10), updates.recv())
+        .await
+        .expect("an update within 10 s")
+        .expect("running")
+}

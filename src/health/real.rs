@@ -191,7 +191,11 @@ async fn send(hop: &Hop) -> Result<(Response<Incoming>, tokio::task::JoinHandle<
     let mut request = Request::builder().method(hop.method.clone()).uri(path);
     let has = |name: &str| hop.headers.keys().any(|k| k.eq_ignore_ascii_case(name));
     if !has("host") {
-        let authority = hop.target.authority().map_or(host, |a| a.as_str());
+        // host[:port] as written in the URL, without any user:password@.
+        let authority = match hop.target.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
         request = request.header(hyper::header::HOST, authority);
     }
     for (name, values) in &hop.headers {

@@ -281,7 +281,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     /// Whatever happens, no more than the cap run at once, the queue holds exactly the queued
-    /// checks, each once, and a check never has two runs of its own in flight.
+    /// checks, each once, checks wait only while every slot is taken, and nothing due is left
+    /// behind the next deadline.
     #[test]
     fn cap_and_queue_invariants(cap in 1usize..4, seed in any::<u64>(), ops in proptest::collection::vec(op(), 1..80)) {
         let mut schedule = Schedule::new(cap, seed);
