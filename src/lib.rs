@@ -16,6 +16,8 @@
 //!                                                   ├──> server::bootstrap (start Raft)
 //!                                                   └──> leader only: server::membership (Raft
 //!                                                        configuration), reconcile (catalog) ──> write
+//!
+//!   check definitions ──> health::CheckRunner (schedule + prober) ──(CheckUpdate)──> agent local state
 //! ```
 //!
 //! - [`config`]: the typed agent configuration. Flags (Consul's single-dash spellings) and JSON or
@@ -42,6 +44,14 @@
 //! - [`gossip`]: SWIM membership among every agent (foca over UDP on the LAN port), with typed member
 //!   metadata, a versioned bounded wire format, AES-GCM encryption and a keyring. It publishes the
 //!   [`gossip::Membership`] view that the agent, the server's bootstrap and client forwarding read.
+//! - [`health`]: runs the agent's script, HTTP, TCP and TTL checks. One pure scheduler
+//!   ([`health::schedule`]) for every kind: first runs spread over the interval, Consul's
+//!   `success_before_passing` / `failures_before_critical`, TTL expiry, a cap on probes running
+//!   at once; time and a seed are arguments. Probes go through the [`health::Prober`] trait: the
+//!   real one runs processes (through [`io`]) and opens sockets, the scripted one answers what a
+//!   test or scenario set per check. [`health::CheckRunner`] is the task around them, sending a
+//!   [`health::CheckUpdate`] whenever a check's status or output changes. Alias checks are not
+//!   here: they read the agent's local state, so they run there.
 //! - [`agent`]: the local agent, server or client: its name, its place in gossip, and its backend
 //!   (a server answers from its own state, a client forwards to a server gossip shows); `-join`.
 //! - [`reconcile`]: the leader keeps the catalog in step with the gossip pool (each member a node
@@ -58,7 +68,7 @@
 //! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,
 //!   `leave`, `operator raft`, `keygen`, `keyring`), and `validate`, which checks config files.
 //! - [`io`]: the thin shell over the runtime: the openraft runtime adapter, the seeded randomness
-//!   source, socket shims. `cfg(madsim)` appears only here (and in `sim/`), so the same agent code runs
+//!   source, socket shims, and the one place processes start (check scripts, [`io::process`]). `cfg(madsim)` appears only here (and in `sim/`), so the same agent code runs
 //!   on real sockets and inside the simulator.
 //! - [`node`]: the composition root. Builds the parts from an `AgentConfig` and a `Disk`, starts their
 //!   tasks, and hands back a [`node::NodeHandle`]. Production (`main.rs`) and the simulator (`sim/`)
@@ -70,6 +80,7 @@ pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod gossip;
+pub mod health;
 pub mod http;
 pub mod io;
 pub mod node;

@@ -5,6 +5,7 @@
 //! crates keep the real tokio, so the one that schedules work of its own (openraft) is bridged here
 //! through [`RaftRuntime`]. `cfg(madsim)` appears only in this module (and in `sim/`).
 
+pub mod process;
 mod raft_runtime;
 pub mod udp;
 
