@@ -83,9 +83,7 @@ mod cli {
             tracing::warn!("{warning}");
         }
         let (services, checks) = (config.local.services.len(), config.local.all_checks().count());
-        // Registering them with the catalog is anti-entropy's job, the next step; until then they are
-        // loaded and validated only.
-        tracing::info!(services, checks, "loaded service and check definitions (not registered yet)");
+        tracing::info!(services, checks, "loaded service and check definitions");
         let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
             Ok(runtime) => runtime,
             Err(e) => {
@@ -93,7 +91,10 @@ mod cli {
                 return ExitCode::from(1);
             }
         };
-        match runtime.block_on(run_agent(config)) {
+        // `cairn reload` and SIGHUP read the same flags and files again.
+        let (args, hostname) = (args.to_vec(), cairn::io::hostname());
+        let reload: cairn::agent::ConfigLoader = Arc::new(move || config::load_agent_config(&args, &hostname));
+        match runtime.block_on(run_agent(config, reload)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("==> {e}");
@@ -102,14 +103,15 @@ mod cli {
         }
     }
 
-    async fn run_agent(config: AgentConfig) -> Result<(), String> {
+    async fn run_agent(config: AgentConfig, reload: cairn::agent::ConfigLoader) -> Result<(), String> {
         let raft_dir = config.data_dir.as_ref().map(|dir| dir.join("raft"));
         let disk: Arc<dyn Disk> = match (&raft_dir, config.dev) {
             (_, true) => Arc::new(MemDisk::default()),
             (Some(dir), false) => Arc::new(FileDisk::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?),
             (None, false) => unreachable!("config validation requires data_dir unless -dev"),
         };
-        let node = cairn::node::start(&config, disk).await.map_err(|e| match (e, &raft_dir) {
+        let environment = cairn::node::Environment { reload: Some(reload), ..Default::default() };
+        let node = cairn::node::start_with(&config, disk, environment).await.map_err(|e| match (e, &raft_dir) {
             (cairn::node::StartError::Disk(e @ DiskError::Corrupt { .. }), Some(dir)) => format!(
                 "{}: {e}\n    The server refuses to start rather than drop data. Restore this directory from a \
                  backup, or remove it and let the server rejoin and catch up from the others.",
@@ -131,6 +133,7 @@ mod cli {
         println!("             Gossip: encrypt: {}", node.gossip.keyring().is_some());
         println!("==> Log data will now stream in as it occurs:");
         let agent = node.agent.clone();
+        tokio::spawn(reload_on_sighup(agent.clone()));
         let leave = tokio::select! {
             signal = wait_for_shutdown_signal() => {
                 let leave = match signal {
@@ -151,6 +154,20 @@ mod cli {
             node.shutdown().await;
         }
         Ok(())
+    }
+
+    /// SIGHUP reloads the services and checks of the config files, as `cairn reload` does.
+    async fn reload_on_sighup(agent: Arc<cairn::agent::Agent>) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(e) => return tracing::warn!(error = %e, "cannot install a SIGHUP handler; use cairn reload"),
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("caught SIGHUP, reloading");
+            if let Err(e) = agent.reload() {
+                tracing::error!("reload: {e}");
+            }
+        }
     }
 
     #[derive(Debug, Clone, Copy)]

@@ -10,10 +10,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::agent::join::{self, JoinPlan};
-use crate::agent::{Agent, Backend, ServerForwarder};
+use crate::agent::local::NodeInfo;
+use crate::agent::{anti_entropy, registry, Agent, AgentParts, Backend, ConfigLoader, Registry, ServerForwarder};
 use crate::config::AgentConfig;
 use crate::gossip::keyring::Keyring;
 use crate::gossip::{self, Gossip, GossipConfig, GossipTiming, MemberMeta, Role};
+use crate::health::{CheckRunner, Prober, RealProber, RunnerConfig};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{Network, PeerFeedback};
 use crate::raft::snapshot_store::SnapshotStore;
@@ -86,8 +88,33 @@ impl NodeHandle {
     }
 }
 
-/// Start an agent with `config`, keeping its durable state on `disk`.
+/// What an agent takes from its surroundings besides its config and its disk.
+pub struct Environment {
+    /// Runs script, HTTP and TCP checks: [`RealProber`] in production, a scripted one in the
+    /// simulator.
+    pub prober: Arc<dyn Prober>,
+    /// Reads the config files again for `cairn reload`; `None` where there are none.
+    pub reload: Option<ConfigLoader>,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Environment { prober: Arc::new(RealProber), reload: None }
+    }
+}
+
+/// Start an agent with `config`, keeping its durable state on `disk`, with real probes and no
+/// reload.
 pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHandle, StartError> {
+    start_with(config, disk, Environment::default()).await
+}
+
+/// Start an agent with `config`, keeping its durable state on `disk`, in `environment`.
+pub async fn start_with(
+    config: &AgentConfig,
+    disk: Arc<dyn Disk>,
+    environment: Environment,
+) -> Result<NodeHandle, StartError> {
     let node_id = load_or_create_node_id(&*disk, config.node_id.as_deref())?;
     let advertise = advertise_addr(config)?;
     let http_listener = bind(config.client_addr, config.ports.http, "HTTP").await?;
@@ -131,10 +158,23 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
             RpcClient::new(Preamble::SERVER),
         )),
     };
-    let agent =
-        Arc::new(Agent::new(config.node_name.clone(), node_id, config.datacenter.clone(), backend, gossip.clone()));
+    let registry = start_registry(config, &disk, &node_id, advertise, environment.prober);
+    let agent = Arc::new(Agent::new(AgentParts {
+        node_name: config.node_name.clone(),
+        node_id,
+        datacenter: config.datacenter.clone(),
+        backend: backend.clone(),
+        registry: registry.registry.clone(),
+        reload: environment.reload,
+        gossip: gossip.clone(),
+    }));
     let api = crate::http::router(agent.clone());
-    let mut tasks = vec![tokio::spawn(crate::http::serve(http_listener, api.clone()))];
+    let mut tasks = vec![
+        tokio::spawn(crate::http::serve(http_listener, api.clone())),
+        tokio::spawn(registry::record_results(registry.registry.clone(), registry.updates)),
+        tokio::spawn(registry::reap_critical(registry.registry.clone())),
+        tokio::spawn(anti_entropy::run(registry.registry, backend, membership_view.clone())),
+    ];
     let join_plan = JoinPlan {
         addresses: config.retry_join.clone(),
         retry_interval: config.retry_interval,
@@ -177,6 +217,41 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
     };
     tracing::info!(node = %config.node_name, server = config.server, lan = %gossip.advertise_addr(), "agent started");
     Ok(NodeHandle { server, agent, lan_addr: gossip.advertise_addr(), gossip, http_addr, rpc_addr, tasks })
+}
+
+/// The agent's own services and checks, loaded from config and from what the API registered
+/// before a restart, with the check results still to be fed into it.
+struct RegistryParts {
+    registry: Arc<Registry>,
+    updates: tokio::sync::mpsc::UnboundedReceiver<crate::health::CheckUpdate>,
+}
+
+fn start_registry(
+    config: &AgentConfig,
+    disk: &Arc<dyn Disk>,
+    node_id: &str,
+    advertise: IpAddr,
+    prober: Arc<dyn Prober>,
+) -> RegistryParts {
+    let script_checks = config.local.script_checks;
+    let (runner, updates) = CheckRunner::start(prober, RunnerConfig { script_checks, ..RunnerConfig::default() });
+    let node = NodeInfo { name: config.node_name.clone(), id: node_id.to_string(), address: advertise.to_string() };
+    let registry = Arc::new(Registry::new(node, runner, script_checks, Some(disk.clone())));
+    for warning in &config.local.warnings {
+        tracing::warn!("{warning}");
+    }
+    for (id, e) in registry.apply_config(&config.local) {
+        tracing::error!(id = %id, error = %e, "a service or check from the config files was not registered");
+    }
+    match registry.restore() {
+        Ok(problems) => {
+            for (id, e) in problems {
+                tracing::error!(id = %id, error = %e, "a service or check registered before the restart was not restored");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "services and checks registered through the API were not restored"),
+    }
+    RegistryParts { registry, updates }
 }
 
 /// The server role's parts before their tasks start.

@@ -60,6 +60,15 @@ impl ServerForwarder {
         idempotent: bool,
         limit: Duration,
     ) -> Result<ForwardedHttp, ForwardError> {
+        match self.call(Request::Http(request), idempotent, limit).await? {
+            Response::Http(response) => Ok(response),
+            _ => Err(ForwardError::Lost(RpcError::UnexpectedResponse { request: "Http" })),
+        }
+    }
+
+    /// Send `request` to a server, with [`ServerForwarder::forward`]'s rules for moving on to the
+    /// next one.
+    pub async fn call(&self, request: Request, idempotent: bool, limit: Duration) -> Result<Response, ForwardError> {
         let servers = self.servers();
         if servers.is_empty() {
             return Err(ForwardError::NoServers);
@@ -68,12 +77,11 @@ impl ServerForwarder {
         let mut last = None;
         for offset in 0..servers.len() {
             let index = (start + offset) % servers.len();
-            match self.rpc.call::<_, Response>(servers[index], &Request::Http(request.clone()), limit).await {
-                Ok(Response::Http(response)) => {
+            match self.rpc.call::<_, Response>(servers[index], &request, limit).await {
+                Ok(response) => {
                     self.preferred.store(index, Ordering::Relaxed);
                     return Ok(response);
                 }
-                Ok(_) => return Err(ForwardError::Lost(RpcError::UnexpectedResponse { request: "Http" })),
                 Err(e) if e.not_delivered() || idempotent => last = Some(e),
                 Err(e) => return Err(ForwardError::Lost(e)),
             }

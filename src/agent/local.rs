@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{self, CheckKind};
-use crate::state::catalog::{HealthCheck, Node, ServiceInstance, SERF_HEALTH_CHECK_ID};
+use crate::state::catalog::{HealthCheck, NodeEntries, ServiceInstance, SERF_HEALTH_CHECK_ID};
 use crate::state::{
     CatalogCommand, CheckDefinition as CheckRow, CheckStatus, Command, Deregistration, Registration,
     ServiceDefinition as ServiceRow,
@@ -194,19 +194,19 @@ pub enum LocalError {
 pub enum SyncOp {
     /// Register a service with all its checks (together, so the catalog never shows the service
     /// without the checks that may keep it out of `?passing` answers).
-    RegisterService { id: String },
-    DeregisterService { id: String },
+    RegisterService {
+        id: String,
+    },
+    DeregisterService {
+        id: String,
+    },
     /// Register a check (of the node, or of a service already in step).
-    RegisterCheck { id: String },
-    DeregisterCheck { id: String },
-}
-
-/// What the catalog holds for this agent's node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct NodeEntries {
-    pub node: Option<Node>,
-    pub services: Vec<ServiceInstance>,
-    pub checks: Vec<HealthCheck>,
+    RegisterCheck {
+        id: String,
+    },
+    DeregisterCheck {
+        id: String,
+    },
 }
 
 /// The services and checks this agent is authoritative for.
@@ -465,11 +465,8 @@ impl LocalState {
     /// IDs of the live entries that came from `source`.
     pub fn ids_from(&self, source: Source) -> (Vec<String>, Vec<String>) {
         let services = self.services().filter(|(_, s)| *s == source).map(|(s, _)| s.definition.id.clone()).collect();
-        let checks = self
-            .checks()
-            .filter(|(c, s)| *s == source && c.definition.is_some())
-            .map(|(c, _)| c.id.clone())
-            .collect();
+        let checks =
+            self.checks().filter(|(c, s)| *s == source && c.definition.is_some()).map(|(c, _)| c.id.clone()).collect();
         (services, checks)
     }
 
@@ -480,7 +477,8 @@ impl LocalState {
     pub fn compare_with(&mut self, remote: &NodeEntries) {
         let remote_services: BTreeMap<&str, &ServiceInstance> =
             remote.services.iter().map(|s| (s.id.as_str(), s)).collect();
-        let remote_checks: BTreeMap<&str, &HealthCheck> = remote.checks.iter().map(|c| (c.check_id.as_str(), c)).collect();
+        let remote_checks: BTreeMap<&str, &HealthCheck> =
+            remote.checks.iter().map(|c| (c.check_id.as_str(), c)).collect();
 
         // Deleted entries the catalog no longer has are done with.
         self.services.retain(|id, e| e.sync != SyncState::Deleted || remote_services.contains_key(id.as_str()));
@@ -494,7 +492,8 @@ impl LocalState {
                     if definition.enable_tag_override {
                         definition.tags = row.tags.clone();
                     }
-                    entry.sync = if service_row(definition).matches(row) { SyncState::InSync } else { SyncState::Pending };
+                    entry.sync =
+                        if service_row(definition).matches(row) { SyncState::InSync } else { SyncState::Pending };
                 }
                 (_, None) => entry.sync = SyncState::Pending,
             }
@@ -571,7 +570,7 @@ impl LocalState {
 
     /// The write that carries out `op`, with the versions it covers, or `None` if `op` is no
     /// longer owed (the entry changed or went meanwhile).
-    pub fn command(&self, op: &SyncOp) -> Option<(Command, Vec<(Table, String, u64)>)> {
+    pub fn command(&self, op: &SyncOp) -> Option<(Command, Covered)> {
         let node = &self.node;
         let registration = |service: Option<ServiceRow>, checks: Vec<CheckRow>| Registration {
             node: node.name.clone(),
@@ -587,12 +586,12 @@ impl LocalState {
         match op {
             SyncOp::RegisterService { id } => {
                 let entry = self.services.get(id).filter(|e| e.sync == SyncState::Pending)?;
-                let mut covers = vec![(Table::Service, id.clone(), entry.version)];
+                let mut covers = vec![(EntryKind::Service, id.clone(), entry.version)];
                 let mut checks = Vec::new();
                 for (check_id, check) in &self.checks {
                     if check.sync != SyncState::Deleted && check.value.service_id.as_deref() == Some(id) {
                         checks.push(check.value.row());
-                        covers.push((Table::Check, check_id.clone(), check.version));
+                        covers.push((EntryKind::Check, check_id.clone(), check.version));
                     }
                 }
                 let command = registration(Some(service_row(&entry.value.definition)), checks);
@@ -601,14 +600,17 @@ impl LocalState {
             SyncOp::RegisterCheck { id } => {
                 let entry = self.checks.get(id).filter(|e| e.sync != SyncState::Deleted)?;
                 let command = registration(None, vec![entry.value.row()]);
-                Some((Command::Catalog(CatalogCommand::Register(command)), vec![(Table::Check, id.clone(), entry.version)]))
+                Some((
+                    Command::Catalog(CatalogCommand::Register(command)),
+                    vec![(EntryKind::Check, id.clone(), entry.version)],
+                ))
             }
             SyncOp::DeregisterService { id } => {
                 let entry = self.services.get(id).filter(|e| e.sync == SyncState::Deleted)?;
-                let mut covers = vec![(Table::Service, id.clone(), entry.version)];
+                let mut covers = vec![(EntryKind::Service, id.clone(), entry.version)];
                 for (check_id, check) in &self.checks {
                     if check.sync == SyncState::Deleted && check.value.service_id.as_deref() == Some(id) {
-                        covers.push((Table::Check, check_id.clone(), check.version));
+                        covers.push((EntryKind::Check, check_id.clone(), check.version));
                     }
                 }
                 let command = Deregistration { node: node.name.clone(), service_id: Some(id.clone()), check_id: None };
@@ -617,18 +619,21 @@ impl LocalState {
             SyncOp::DeregisterCheck { id } => {
                 let entry = self.checks.get(id).filter(|e| e.sync == SyncState::Deleted)?;
                 let command = Deregistration { node: node.name.clone(), service_id: None, check_id: Some(id.clone()) };
-                Some((Command::Catalog(CatalogCommand::Deregister(command)), vec![(Table::Check, id.clone(), entry.version)]))
+                Some((
+                    Command::Catalog(CatalogCommand::Deregister(command)),
+                    vec![(EntryKind::Check, id.clone(), entry.version)],
+                ))
             }
         }
     }
 
     /// A write covering these versions succeeded: mark what it covered in sync (or forget it, if it
     /// was a deregistration), unless the entry changed after the write was built.
-    pub fn synced(&mut self, covers: &[(Table, String, u64)]) {
-        for (table, id, version) in covers {
-            match table {
-                Table::Service => settle(&mut self.services, id, *version),
-                Table::Check => {
+    pub fn synced(&mut self, covers: &[(EntryKind, String, u64)]) {
+        for (kind, id, version) in covers {
+            match kind {
+                EntryKind::Service => settle(&mut self.services, id, *version),
+                EntryKind::Check => {
                     if let Some(entry) = self.checks.get_mut(id) {
                         if entry.version == *version {
                             entry.value.output_changed_at = None;
@@ -641,9 +646,12 @@ impl LocalState {
     }
 }
 
+/// The entries (and their versions) one sync write covers.
+pub type Covered = Vec<(EntryKind, String, u64)>;
+
 /// Which table a synced version belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Table {
+pub enum EntryKind {
     Service,
     Check,
 }

@@ -87,6 +87,14 @@ pub fn leave(raw: &[String]) -> Outcome {
     Ok("Graceful leave complete\n".into())
 }
 
+/// `cairn reload`: the agent re-reads its config files and applies the services and checks they
+/// define (as SIGHUP does). A file that does not load is reported and nothing changes.
+pub fn reload(raw: &[String]) -> Outcome {
+    let args = Args::parse(raw, &[])?;
+    request(&agent(&args), "PUT", "/v1/agent/reload", b"").map_err(|e| format!("Error reloading: {e}"))?;
+    Ok("Configuration reload triggered\n".into())
+}
+
 /// `cairn force-leave NODE`: mark a failed member as left.
 pub fn force_leave(raw: &[String]) -> Outcome {
     let args = Args::parse(raw, &[("prune", Kind::Bool)])?;

@@ -35,8 +35,9 @@ pub use file::{
     CONFIG_FILE_BYTES_MAX, IGNORED_AUTOPILOT_KEYS, IGNORED_PERFORMANCE_KEYS, IGNORED_PORTS_KEYS, IGNORED_TOP_LEVEL_KEYS,
 };
 pub use services::{
-    check_from_api, service_from_api, CheckDefinition, CheckKind, CheckStatus, ConfigWarning, DefinitionProblem, Origin,
-    ScriptChecks, ScriptCommand, ServiceDefinition, Weights, API_BODY, CHECKS_MAX, CHECK_INTERVAL_MIN, SERVICES_MAX,
+    check_from_api, service_from_api, CheckDefinition, CheckKind, CheckStatus, ConfigWarning, DefinitionProblem,
+    Origin, ScriptChecks, ScriptCommand, ServiceDefinition, Weights, API_BODY, CHECKS_MAX, CHECK_INTERVAL_MIN,
+    SERVICES_MAX,
 };
 pub use validate::{
     DEFAULT_DATACENTER, DEFAULT_RECONNECT_TIMEOUT, DEFAULT_RETRY_INTERVAL, DEV_RETRY_INTERVAL, MIN_RECONNECT_TIMEOUT,

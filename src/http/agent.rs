@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<Agent>> {
         .route("/v1/agent/leave", put(leave))
         .route("/v1/agent/force-leave/{node}", put(force_leave))
         .merge(super::keyring::routes())
+        .merge(super::agent_services::routes())
 }
 
 /// One member in Consul's `/v1/agent/members` shape (Serf's member with string tags).
@@ -178,6 +179,18 @@ async fn agent_self(AxumState(agent): AxumState<Arc<Agent>>) -> Response {
         ("local_health", stats.local_health.to_string()),
         ("encrypted", agent.gossip().keyring().is_some().to_string()),
     ]);
+    let sync = agent.registry.sync_status();
+    let ago = |at: Option<tokio::time::Instant>| at.map(|at| at.elapsed().as_millis().to_string()).unwrap_or_default();
+    let checks = agent.registry.checks();
+    let anti_entropy = BTreeMap::from([
+        ("in_sync", agent.registry.in_sync().to_string()),
+        ("services", agent.registry.services().len().to_string()),
+        ("checks", checks.len().to_string()),
+        ("last_sync_ms_ago", ago(sync.last_success)),
+        ("last_full_sync_ms_ago", ago(sync.last_full_sync)),
+        ("failures", sync.failures.to_string()),
+        ("last_error", sync.last_error.unwrap_or_default()),
+    ]);
     let body = SelfJson {
         config: SelfConfig {
             datacenter: agent.datacenter.clone(),
@@ -187,7 +200,7 @@ async fn agent_self(AxumState(agent): AxumState<Arc<Agent>>) -> Response {
             version: env!("CARGO_PKG_VERSION"),
         },
         member: membership.get(&agent.node_name).map(member_json),
-        stats: BTreeMap::from([("serf_lan", serf_lan)]),
+        stats: BTreeMap::from([("serf_lan", serf_lan), ("anti_entropy", anti_entropy)]),
     };
     json_body(&body)
 }

@@ -12,6 +12,7 @@
 //! `?stale`/`?consistent` and blocks with `?index=&wait=` (`query::blocking_read`).
 
 mod agent;
+mod agent_services;
 mod catalog;
 mod catalog_json;
 pub mod forward;

@@ -8,7 +8,7 @@ use openraft::raft::{
 use serde::{Deserialize, Serialize};
 
 use crate::raft::{NodeId, ServerInfo, TypeConfig};
-use crate::state::{Command, Outcome};
+use crate::state::{Command, NodeEntries, Outcome};
 
 /// A request on the server port.
 #[derive(Debug, Serialize, Deserialize)]
@@ -29,6 +29,11 @@ pub enum Request {
     /// An operator's `DELETE /v1/operator/raft/peer` that reached a follower, forwarded to the
     /// leader, which alone can change the Raft configuration.
     RemovePeer(PeerRef),
+    /// A client agent's catalog write (anti-entropy). Unlike `Write`, any server takes it and
+    /// forwards it to the leader itself.
+    AgentWrite(Command),
+    /// What the catalog holds for a node, read at default consistency (anti-entropy's full sync).
+    NodeEntries(String),
 }
 
 impl Request {
@@ -43,6 +48,8 @@ impl Request {
             Request::Status => "Status",
             Request::Http(_) => "Http",
             Request::RemovePeer(_) => "RemovePeer",
+            Request::AgentWrite(_) => "AgentWrite",
+            Request::NodeEntries(_) => "NodeEntries",
         }
     }
 }
@@ -58,6 +65,21 @@ pub enum Response {
     Status(ServerStatus),
     Http(ForwardedHttp),
     RemovePeer(Result<(), MembershipError>),
+    AgentWrite(Result<WriteReply, RemoteError>),
+    NodeEntries(Result<NodeEntries, RemoteError>),
+}
+
+/// Why a server could not serve a client agent's request: `ServerError` as it crosses the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RemoteError {
+    /// No leader was known for the server's whole hold timeout. Nothing was written.
+    #[error("No cluster leader")]
+    NoLeader,
+    /// A write may or may not have been applied.
+    #[error("the write may or may not have been applied: {0}")]
+    Indeterminate(String),
+    #[error("raft stopped: {0}")]
+    Stopped(String),
 }
 
 /// How an operator names a server of the Raft configuration: by node ID or by RPC address.

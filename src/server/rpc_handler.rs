@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use super::Server;
-use crate::rpc::message::{Request, Response, ServerStatus};
+use super::{Consistency, Server, ServerError};
+use crate::rpc::message::{RemoteError, Request, Response, ServerStatus};
 use crate::rpc::Handler;
+use crate::state::NodeEntries;
 
 /// What listens on the server port: Raft traffic and forwarded writes go to the [`Server`];
 /// HTTP API requests forwarded by client agents go through the same router as local ones.
@@ -44,11 +45,28 @@ impl Handler<Request, Response> for ServerRpc {
             Request::Status => Response::Status(server.status().await),
             Request::Http(request) => Response::Http(crate::http::forward::serve(&self.api, request).await),
             Request::RemovePeer(peer) => Response::RemovePeer(server.remove_peer_as_leader(&peer).await),
+            Request::AgentWrite(command) => Response::AgentWrite(server.write(command).await.map_err(remote)),
+            Request::NodeEntries(node) => Response::NodeEntries(server.node_entries(&node).await.map_err(remote)),
         }
     }
 }
 
+/// A server's error as a client agent receives it.
+fn remote(error: ServerError) -> RemoteError {
+    match error {
+        ServerError::NoLeader => RemoteError::NoLeader,
+        ServerError::Indeterminate | ServerError::Forward(_) => RemoteError::Indeterminate(error.to_string()),
+        ServerError::Stopped(why) => RemoteError::Stopped(why),
+    }
+}
+
 impl Server {
+    /// What the catalog holds for `node`, read at default consistency (linearizable).
+    pub async fn node_entries(&self, node: &str) -> Result<NodeEntries, ServerError> {
+        self.read_barrier(Consistency::Default).await?;
+        Ok(self.state().read().catalog().node_entries(node))
+    }
+
     /// This server's view, for a peer deciding whether to bootstrap.
     pub async fn status(&self) -> ServerStatus {
         // A stopped Raft cannot be bootstrapped either: report it as initialized so nobody

@@ -35,11 +35,7 @@ fn sync(local: &mut LocalState, state: &mut State, now: Instant) -> usize {
 }
 
 fn remote(catalog: &Catalog) -> NodeEntries {
-    NodeEntries {
-        node: catalog.node("web-1").cloned(),
-        services: catalog.services_of_node("web-1").cloned().collect(),
-        checks: catalog.checks_of_node("web-1").cloned().collect(),
-    }
+    catalog.node_entries("web-1")
 }
 
 #[test]
@@ -103,7 +99,11 @@ fn a_full_sync_removes_what_the_agent_no_longer_has_but_not_the_leaders_entries(
     let serf = Registration {
         node: "web-1".into(),
         address: "10.0.0.5".into(),
-        checks: vec![CheckRow { check_id: SERF_HEALTH_CHECK_ID.into(), status: CheckStatus::Passing, ..CheckRow::default() }],
+        checks: vec![CheckRow {
+            check_id: SERF_HEALTH_CHECK_ID.into(),
+            status: CheckStatus::Passing,
+            ..CheckRow::default()
+        }],
         ..Registration::default()
     };
     state.apply(state.last_index() + 1, &Command::Catalog(CatalogCommand::Register(serf)));

@@ -88,6 +88,15 @@ struct ServiceName {
     instances: BTreeSet<(String, String)>,
 }
 
+/// Everything the catalog holds for one node: what an agent's anti-entropy compares its local
+/// state with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeEntries {
+    pub node: Option<Node>,
+    pub services: Vec<ServiceInstance>,
+    pub checks: Vec<HealthCheck>,
+}
+
 /// The catalog tables and their indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
@@ -110,6 +119,15 @@ fn rows_of_node<'a, R>(table: &'a BTreeMap<(String, String), R>, node: &'a str) 
 impl Catalog {
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(name)
+    }
+
+    /// The node `name` with its services and checks.
+    pub fn node_entries(&self, name: &str) -> NodeEntries {
+        NodeEntries {
+            node: self.nodes.get(name).cloned(),
+            services: self.services_of_node(name).cloned().collect(),
+            checks: self.checks_of_node(name).cloned().collect(),
+        }
     }
 
     /// All nodes, by name.
