@@ -17,7 +17,10 @@
 //!                                                   └──> leader only: server::membership (Raft
 //!                                                        configuration), reconcile (catalog) ──> write
 //!
-//!   check definitions ──> health::CheckRunner (schedule + prober) ──(CheckUpdate)──> agent local state
+//!   config files, /v1/agent/* ──> agent::Registry (local state) ──(owed writes)──> anti_entropy ──> write
+//!                                     │      ^                                        (client: AgentWrite RPC)
+//!                        check defs   v      │ CheckUpdate
+//!                              health::CheckRunner (schedule + prober)
 //! ```
 //!
 //! - [`config`]: the typed agent configuration. Flags (Consul's single-dash spellings) and JSON or
@@ -54,6 +57,12 @@
 //!   here: they read the agent's local state, so they run there.
 //! - [`agent`]: the local agent, server or client: its name, its place in gossip, and its backend
 //!   (a server answers from its own state, a client forwards to a server gossip shows); `-join`.
+//!   It owns its services and checks: [`agent::local`] is the pure local state (each entry with
+//!   an in-sync flag and a version, and the catalog writes still owed), [`agent::Registry`] the
+//!   shell every change goes through (config files at start and on reload, the `/v1/agent/*`
+//!   API, check results; API registrations persisted by [`agent::persist`]), and
+//!   [`agent::anti_entropy`] the loop that writes what is owed at once and repairs drift in a
+//!   periodic full sync, with backoff.
 //! - [`reconcile`]: the leader keeps the catalog in step with the gossip pool (each member a node
 //!   with a `serfHealth` check, servers with the `consul` service; members that leave are
 //!   deregistered), as Consul's leader does. The Raft configuration follows gossip the same way,

@@ -32,6 +32,9 @@ pub enum RegistryError {
     Runner(#[from] UpsertError),
     #[error(transparent)]
     Ttl(#[from] TtlError),
+    /// A setting cairn does not run yet; refused rather than left silently unchecked.
+    #[error("{0}")]
+    Unsupported(String),
     /// The change could not be persisted, so it was not made (it would not survive a restart).
     #[error("cannot persist the registration: {0}")]
     Persist(#[from] DiskError),
@@ -300,6 +303,15 @@ impl Registry {
         if matches!(check.kind, CheckKind::Script { .. }) && !allowed {
             return Err(UpsertError::ScriptChecksDisabled { from: runner_source(source) }.into());
         }
+        if let CheckKind::Alias { node: Some(node), .. } = &check.kind {
+            if *node != lock(&self.local).node().name {
+                return Err(RegistryError::Unsupported(format!(
+                    "{}: alias_node {node:?}: alias checks of other nodes are not supported yet (only of this \
+                     agent's own services)",
+                    check.id
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -489,5 +501,49 @@ pub async fn reap_critical(registry: Arc<Registry>) {
     loop {
         tokio::time::sleep(REAP_INTERVAL).await;
         registry.reap_critical();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::health::{ProbeResult, RunnerConfig, ScriptedProber};
+
+    fn registry() -> Registry {
+        let prober = Arc::new(ScriptedProber::new(ProbeResult::new(config::CheckStatus::Passing, "ok")));
+        let (runner, _updates) = CheckRunner::start(prober, RunnerConfig::default());
+        let node = NodeInfo { name: "n1".into(), id: String::new(), address: "10.0.0.1".into() };
+        Registry::new(node, runner, ScriptChecks::Disabled, None)
+    }
+
+    fn status(registry: &Registry, id: &str) -> CheckStatus {
+        registry.checks().into_iter().find(|(c, _)| c.id == id).expect("the check exists").0.status
+    }
+
+    #[tokio::test]
+    async fn an_alias_follows_the_worst_check_of_its_service() {
+        let registry = registry();
+        registry.register_service(&json!({"Name": "db", "Check": {"TTL": "1m", "Status": "passing"}})).unwrap();
+        registry.register_service(&json!({"Name": "web", "Check": {"AliasService": "db"}})).unwrap();
+        assert_eq!(status(&registry, "service:web"), CheckStatus::Passing);
+        registry.ttl_update("service:db", config::CheckStatus::Warning, "slow".into()).unwrap();
+        assert_eq!(status(&registry, "service:web"), CheckStatus::Warning);
+        registry.set_maintenance(Some("db"), true, "").unwrap();
+        assert_eq!(status(&registry, "service:web"), CheckStatus::Critical);
+        registry.deregister_service("db").unwrap();
+        let (check, _) = registry.checks().into_iter().find(|(c, _)| c.id == "service:web").unwrap();
+        assert_eq!((check.status, check.output.contains("does not exist")), (CheckStatus::Critical, true));
+    }
+
+    #[tokio::test]
+    async fn an_alias_of_another_node_and_an_api_script_check_are_refused() {
+        let registry = registry();
+        let remote = json!({"Name": "web", "Check": {"AliasService": "db", "AliasNode": "elsewhere"}});
+        assert!(matches!(registry.register_service(&remote), Err(RegistryError::Unsupported(_))));
+        let script = json!({"Name": "web", "Check": {"Args": ["true"], "Interval": "10s"}});
+        assert!(matches!(registry.register_service(&script), Err(RegistryError::Runner(_))));
+        assert!(registry.services().is_empty(), "a refused registration changes nothing");
     }
 }
