@@ -1,5 +1,5 @@
-//! The client agents' services in the catalog: registering them at the start (as each agent's
-//! anti-entropy would) and sampling, from a host of its own, what every server answers to
+//! The client agents' services in the catalog: waiting until the agents' anti-entropy has
+//! registered them, and sampling, from a host of its own, what every server answers to
 //! `GET /v1/health/service/<name>?passing&stale` (each server's own view, as a user asking that
 //! server sees it). [`crate::check::catalog`] judges the samples.
 
@@ -11,12 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use madsim::runtime::Handle;
 
-use cairn::state::{CatalogCommand, Command, Outcome, Registration, ServiceDefinition};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::check::catalog::Sample;
-use crate::cluster::{agent_ip, http_addr, Host};
+use crate::cluster::{http_addr, Host};
 use crate::faults::SharedCluster;
 use crate::http::request;
 
@@ -26,53 +25,34 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(200);
 const ANSWER_WITHIN: Duration = Duration::from_millis(500);
 /// The sampler's own host.
 const WATCH_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 3, 3));
-/// Port every simulated service instance listens on.
-const SERVICE_PORT: u16 = 8080;
+/// The host that waits for the agents' services to be registered.
+const WAIT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 3, 4));
 
-/// Register one instance of each of `services` on every agent, through the leader. Returns when
-/// all are acknowledged, or an error after `limit`.
-pub async fn register_services(cluster: &SharedCluster, services: &[String], limit: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + limit;
-    let agents = cluster.lock().expect("cluster lock").agent_count();
-    for agent in 0..agents {
-        for service in services {
-            while let Err(why) = register_once(cluster, agent, service).await {
-                if Instant::now() > deadline {
-                    return Err(format!("registering {service} on a{agent}: {why}"));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+/// Wait until every up server lists every agent's instances of every service as passing: the
+/// agents' anti-entropy has registered what their config defines and their checks passed.
+/// An error after `limit` names the agents still missing.
+pub async fn wait_registered(cluster: &SharedCluster, services: &[String], limit: Duration) -> Result<(), String> {
+    let (cluster, services) = (cluster.clone(), services.to_vec());
+    // Asked from a host of its own: the runner's host has no address to send from.
+    let host = Handle::current().create_node().name("catalog-wait").ip(WAIT_IP).build();
+    let waiting = host.spawn(async move {
+        let start = Instant::now();
+        let deadline = start + limit;
+        loop {
+            let samples = sample(&cluster, &services, start).await;
+            let missing: Vec<String> = samples.iter().filter(|s| !s.visible).map(|s| format!("a{}", s.agent)).collect();
+            if missing.is_empty() {
+                return Ok(());
             }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "after {limit:?}, not every server lists these agents' services as passing: {missing:?}"
+                ));
+            }
+            tokio::time::sleep(SAMPLE_EVERY).await;
         }
-    }
-    Ok(())
-}
-
-async fn register_once(cluster: &SharedCluster, agent: usize, service: &str) -> Result<(), String> {
-    let (server, node_id) = {
-        let c = cluster.lock().expect("cluster lock");
-        let server = c.leader().and_then(|leader| c.live(leader)).ok_or("no leader")?;
-        let running = c.running(Host::Agent(agent)).ok_or("the agent is not running")?;
-        (server, running.agent.node_id.clone())
-    };
-    let registration = Registration {
-        node: format!("a{agent}"),
-        node_id,
-        address: agent_ip(agent).to_string(),
-        service: Some(ServiceDefinition {
-            id: service.to_owned(),
-            service: service.to_owned(),
-            port: SERVICE_PORT,
-            ..ServiceDefinition::default()
-        }),
-        ..Registration::default()
-    };
-    match server.write(Command::Catalog(CatalogCommand::Register(registration))).await {
-        Ok(reply) => match reply.outcome {
-            Outcome::Rejected(why) => Err(format!("refused: {why}")),
-            _ => Ok(()),
-        },
-        Err(e) => Err(e.to_string()),
-    }
+    });
+    waiting.await.map_err(|e| format!("the waiting task failed: {e}"))?
 }
 
 /// For each up server that answers, the node names it lists as passing instances of `service`.

@@ -7,7 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn::agent::Agent;
-use cairn::config::{AgentConfig, AutopilotSettings, GossipSettings, JoinAddress, LogLevel, Ports, RaftSettings};
+use cairn::config::{
+    AgentConfig, AutopilotSettings, CheckDefinition, CheckKind, GossipSettings, JoinAddress, LogLevel, Origin, Ports,
+    RaftSettings, ServiceDefinition,
+};
+use cairn::health::{ProbeResult, ScriptedProber};
 use cairn::raft::{Metrics, ServerState};
 use cairn::server::Server;
 use cairn::storage::MemDisk;
@@ -16,7 +20,7 @@ use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, NodeHandle};
 
 use crate::check::catalog::AgentEvent;
-use crate::scenario::{Direction, Scenario};
+use crate::scenario::{AgentCheck, Direction, Scenario};
 use crate::trace::Trace;
 
 /// Every leadership a server claimed: (term, server index) and when it was first seen. A checker
@@ -79,6 +83,8 @@ struct SimHost {
     disk: MemDisk,
     /// The running agent, set by the host's init task; `None` while the host is down or starting.
     live: Arc<Mutex<Option<Running>>>,
+    /// Answers the host's script, HTTP and TCP checks as the scenario scripts.
+    prober: Arc<ScriptedProber>,
     up: bool,
     /// Replaced for good: never restarted, not counted among the cluster's servers.
     retired: bool,
@@ -168,10 +174,61 @@ fn server_config(scenario: &Scenario, index: usize, join_through: &[usize]) -> A
     }
 }
 
-/// The configuration of client agent `index`, joining through the first servers.
+/// Port every simulated service instance listens on.
+pub const SERVICE_PORT: u16 = 8080;
+
+/// The configuration of client agent `index`, joining through the first servers. It defines one
+/// instance of each of the scenario's services (with the scripted check, if the scenario has
+/// one), which the agent's anti-entropy registers, exactly as from a config file.
 fn agent_config(scenario: &Scenario, index: usize) -> AgentConfig {
     let join_through = (0..scenario.servers as usize).map(server_ip);
-    AgentConfig { node_name: format!("a{index}"), ..base_config(agent_ip(index), false, join_through) }
+    let mut config =
+        AgentConfig { node_name: format!("a{index}"), ..base_config(agent_ip(index), false, join_through) };
+    let Some(agents) = &scenario.agents else { return config };
+    let origin = || Origin { path: "scenario".into(), field: "agents.services".into() };
+    config.local.services = agents
+        .services
+        .iter()
+        .map(|name| ServiceDefinition {
+            id: name.clone(),
+            name: name.clone(),
+            tags: Vec::new(),
+            address: None,
+            port: Some(SERVICE_PORT),
+            meta: Default::default(),
+            enable_tag_override: false,
+            weights: Default::default(),
+            checks: agents.check.iter().map(|check| scripted_check(name, check, origin())).collect(),
+            origin: origin(),
+        })
+        .collect();
+    config
+}
+
+/// The scripted HTTP check of service `name`: its ID is Consul's default, `service:<name>`.
+fn scripted_check(name: &str, check: &AgentCheck, origin: Origin) -> CheckDefinition {
+    let interval = Duration::from_secs_f64(check.interval_s);
+    CheckDefinition {
+        id: format!("service:{name}"),
+        name: format!("Service '{name}' check"),
+        notes: None,
+        service_id: Some(name.to_string()),
+        initial_status: Default::default(),
+        kind: CheckKind::Http {
+            url: format!("http://127.0.0.1:{SERVICE_PORT}/health"),
+            method: "GET".into(),
+            header: Default::default(),
+            body: None,
+            tls_skip_verify: false,
+            follow_redirects: false,
+            interval,
+            timeout: interval.min(Duration::from_secs(10)),
+        },
+        success_before_passing: check.success_before_passing,
+        failures_before_critical: check.failures_before_critical,
+        deregister_critical_service_after: None,
+        origin,
+    }
 }
 
 fn base_config(ip: IpAddr, server: bool, join_through: impl Iterator<Item = IpAddr>) -> AgentConfig {
@@ -256,6 +313,11 @@ impl Cluster {
 
     pub fn agent_count(&self) -> usize {
         self.agents.len()
+    }
+
+    /// The scripted prober of each client agent, by index.
+    pub fn agent_probers(&self) -> Vec<Arc<ScriptedProber>> {
+        self.agents.iter().map(|host| host.prober.clone()).collect()
     }
 
     /// The servers the workload sends requests to.
@@ -508,6 +570,12 @@ impl Cluster {
     /// the agent from the host's disk and, on servers, watches its Raft role.
     fn build_host(&self, config: AgentConfig, host: Host, ip: IpAddr) -> SimHost {
         let disk = MemDisk::default();
+        // Checks answer passing until the scenario scripts otherwise; the prober outlives restarts.
+        let prober = Arc::new(ScriptedProber::new(ProbeResult::new(
+            cairn::config::CheckStatus::Passing,
+            "HTTP GET http://127.0.0.1:8080/health: 200 OK Output: ok",
+        )));
+        let init_prober = prober.clone();
         let live: Arc<Mutex<Option<Running>>> = Arc::default();
         let (leaders, start) = (self.leaders.clone(), self.start);
         let (init_disk, init_live) = (disk.clone(), live.clone());
@@ -519,8 +587,9 @@ impl Cluster {
             .init(move || {
                 let (config, disk, live, leaders) =
                     (config.clone(), init_disk.clone(), init_live.clone(), leaders.clone());
+                let environment = cairn::node::Environment { prober: init_prober.clone(), reload: None };
                 async move {
-                    let node = match cairn::node::start(&config, Arc::new(disk)).await {
+                    let node = match cairn::node::start_with(&config, Arc::new(disk), environment).await {
                         Ok(node) => node,
                         Err(e) => panic!("{host} failed to start: {e}"),
                     };
@@ -533,7 +602,7 @@ impl Cluster {
                 }
             })
             .build();
-        SimHost { node, disk, live, up: true, retired: false }
+        SimHost { node, disk, live, prober, up: true, retired: false }
     }
 }
 

@@ -18,6 +18,7 @@
 //! unit-tested normally; the parts that drive madsim build only with `--cfg madsim`.
 
 pub mod check;
+pub mod check_flaps;
 pub mod history;
 pub mod scenario;
 pub mod trace;

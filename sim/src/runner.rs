@@ -12,6 +12,7 @@ use crate::check::catalog::{check_catalog_follows_agents, reaction_times_ms};
 use crate::check::durability::check_acknowledged_writes;
 use crate::check::leadership::check_one_leader_per_term;
 use crate::check::linearizability::{check_kv, Budget, Verdict};
+use crate::check_flaps;
 use crate::cluster::{Cluster, LeaderLog};
 use crate::faults::{self, LeaderCrashes};
 use crate::history::{History, KvOp, Outcome};
@@ -111,7 +112,7 @@ async fn phases(
     recorder.trace.record(now_ms(start), "cluster up");
     let watch = match &scenario.agents {
         Some(agents) => {
-            catalog_watch::register_services(&cluster, &agents.services, Duration::from_secs(30))
+            catalog_watch::wait_registered(&cluster, &agents.services, Duration::from_secs(30))
                 .await
                 .map_err(|e| fail("register-services", e))?;
             recorder.trace.record(now_ms(start), "services registered");
@@ -125,8 +126,13 @@ async fn phases(
     let clients = workload::start(&handle, &scenario.workload, &targets, recorder);
     let crashes = LeaderCrashes::default();
     let fault_task = tokio::spawn(faults::run(cluster.clone(), scenario.faults.clone(), start, crashes.clone()));
+    let flap_points = check_flaps::set_points(&scenario.check_flaps);
+    let probers = cluster.lock().expect("cluster lock").agent_probers();
+    let services = scenario.agents.as_ref().map(|a| a.services.clone()).unwrap_or_default();
+    let flap_task = tokio::spawn(check_flaps::run(probers, services, flap_points.clone(), start));
     tokio::time::sleep_until(start + Duration::from_secs_f64(scenario.phases.safety_s)).await;
     fault_task.abort();
+    flap_task.abort();
 
     // Liveness phase: everything healed, the cluster must recover within the bound and keep serving.
     cluster.lock().expect("cluster lock").heal_all();
@@ -143,7 +149,13 @@ async fn phases(
     clients.stop().await;
     if let (Some(agents), Some((registered_ms, (samples, sampler)))) = (&scenario.agents, watch) {
         sampler.abort();
-        let events = cluster.lock().expect("cluster lock").agent_events();
+        let crash_events = cluster.lock().expect("cluster lock").agent_events();
+        let check_events = match &agents.check {
+            Some(check) => check_flaps::expected_events(&flap_points, check, now_ms(start))
+                .map_err(|e| fail("check-flap-schedule", e))?,
+            None => Vec::new(),
+        };
+        let events = check_flaps::combine(&crash_events, &check_events);
         let bound_ms = (agents.catalog_within_s * 1000.0) as u64;
         let samples = samples.take();
         stats.notes = catalog_notes(&events, &samples);

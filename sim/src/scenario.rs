@@ -34,6 +34,9 @@ pub struct Scenario {
     pub phases: Phases,
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
+    /// Scripted check outcomes (needs `[agents.check]`).
+    #[serde(default, rename = "check_flap")]
+    pub check_flaps: Vec<CheckFlap>,
 }
 
 fn default_seed_count() -> u64 {
@@ -70,8 +73,58 @@ pub struct Agents {
     pub services: Vec<String>,
     /// Once an agent has been down (crashed, or cut off) this long, its instances are absent
     /// from every server's `?passing` answer; once it has been back this long, they are present
-    /// again; and an agent that is up is never absent for longer than this.
+    /// again; and an agent that is up is never absent for longer than this. With a scripted
+    /// check, the same bound holds from the moment the check's outcome changes for long enough to
+    /// pass its thresholds.
     pub catalog_within_s: f64,
+    /// Give every service instance a health check whose outcome the scenario scripts
+    /// (`[[check_flap]]`). Without it, instances have no checks and follow only their agent.
+    pub check: Option<AgentCheck>,
+}
+
+/// The check on every service instance: an HTTP check probed through the simulator's scripted
+/// prober, passing until a `[[check_flap]]` says otherwise.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCheck {
+    pub interval_s: f64,
+    /// Consecutive failures before the check turns critical (Consul's `failures_before_critical`;
+    /// 0 and 1 both mean the first).
+    #[serde(default)]
+    pub failures_before_critical: u32,
+    /// Consecutive successes before it turns passing again.
+    #[serde(default)]
+    pub success_before_passing: u32,
+}
+
+impl AgentCheck {
+    /// Probes needed in a row to turn critical, and to turn passing.
+    pub fn thresholds(&self) -> (u32, u32) {
+        (self.failures_before_critical.max(1), self.success_before_passing.max(1))
+    }
+}
+
+/// From `at_s`, agent `agent`'s checks (of every service) fail (`status = "critical"`) or pass
+/// again (`"passing"`), for `for_s` seconds; `repeat` more times every `every_s` seconds, which
+/// makes a flapping check.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckFlap {
+    pub at_s: f64,
+    pub agent: u32,
+    pub status: FlapStatus,
+    pub for_s: f64,
+    #[serde(default)]
+    pub repeat: u32,
+    #[serde(default)]
+    pub every_s: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlapStatus {
+    Passing,
+    Critical,
 }
 
 /// The client load: each client loops over random operations on a small key space.
@@ -425,6 +478,27 @@ impl Scenario {
                 return Err("agents.catalog_within_s must be shorter than the liveness phase, which must see every \
                             agent back"
                     .into());
+            }
+        }
+        if !self.check_flaps.is_empty() {
+            let Some(Agents { count, check: Some(check), .. }) = &self.agents else {
+                return Err("check_flap needs [agents] with [agents.check]".into());
+            };
+            if check.interval_s < 1.0 {
+                return Err("agents.check.interval_s: Consul's minimum is 1 s".into());
+            }
+            for flap in &self.check_flaps {
+                let end = flap.at_s + flap.every_s * flap.repeat as f64 + flap.for_s;
+                if flap.agent >= *count || flap.at_s < 0.0 || end > self.phases.safety_s || flap.for_s <= 0.0 {
+                    return Err(format!(
+                        "check_flap at {} s: needs an agent below {count}, a positive for_s, and to end within the \
+                         safety phase",
+                        flap.at_s
+                    ));
+                }
+                if flap.repeat > 0 && flap.every_s <= flap.for_s {
+                    return Err(format!("check_flap at {} s: every_s must be longer than for_s", flap.at_s));
+                }
             }
         }
         Ok(())

@@ -63,8 +63,12 @@ pub async fn run(registry: Arc<Registry>, backend: Backend, membership: watch::R
     let mut next_full = Instant::now();
     let mut retry_at: Option<Instant> = None;
     loop {
-        let wake = [Some(next_full), retry_at, registry.next_output_due()].into_iter().flatten().min();
-        let wake = wake.unwrap_or_else(|| Instant::now() + FULL_SYNC_INTERVAL);
+        // While backing off, only the retry time counts: an overdue full sync must not wake the
+        // loop over and over before it.
+        let wake = match retry_at {
+            Some(at) => at,
+            None => registry.next_output_due().map_or(next_full, |due| due.min(next_full)),
+        };
         tokio::select! {
             biased;
             _ = registry.changed() => {}
