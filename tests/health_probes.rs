@@ -131,15 +131,15 @@ async fn http_request_and_body_limit() {
     assert!(body.ends_with("xxxEND"));
 }
 
-/// Refused connections, unsupported schemes and bad URLs are critical with a reason.
+/// Refused connections, schemes other than http and https, and bad URLs are critical with a reason.
 #[tokio::test]
 async fn http_failures() {
     let closed = closed_port().await;
     let refused = probe(http(format!("http://{closed}/"), false)).await;
     assert_eq!(refused.status, CheckStatus::Critical);
     assert!(refused.output.starts_with(&format!("Get \"http://{closed}/\": dial tcp {closed}: ")), "{refused:?}");
-    let https = probe(http("https://127.0.0.1:1/".into(), false)).await;
-    assert_eq!(https, ProbeResult::critical("Get \"https://127.0.0.1:1/\": https checks are not supported yet"));
+    let ftp = probe(http("ftp://127.0.0.1:1/".into(), false)).await;
+    assert_eq!(ftp, ProbeResult::critical("Get \"ftp://127.0.0.1:1/\": unsupported protocol scheme \"ftp\""));
     assert_eq!(probe(http("not a url".into(), false)).await.status, CheckStatus::Critical);
 }
 
@@ -255,4 +255,81 @@ async fn next_update(
         .await
         .expect("an update within 10 s")
         .expect("running")
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost (valid until 2126), made with
+/// `openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 36500`.
+const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBnDCCAUGgAwIBAgIUVBCMmZdZgQSm2T6s8ksnLM07oUYwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwNzEzMzgxMVoYDzIxMjYxMTEz
+MTMzODExWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAT97x5nAIHR/+1ARxLBtpBvNqfuNNobGC9XMErefOLGvLJRqDtqo4YB
+AOYM9cliB6/1MLV+Ww1tzYD373qwxlLAo28wbTAdBgNVHQ4EFgQUiITpSqek1HCh
+dPicN2W6gvhSBGcwHwYDVR0jBBgwFoAUiITpSqek1HChdPicN2W6gvhSBGcwDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARhwR/AAABgglsb2NhbGhvc3QwCgYIKoZI
+zj0EAwIDSQAwRgIhANWVbX+Ktp7uaxNJA7Sm4fdoVbToaivxnwwIwK7JhYHsAiEA
+3F0QyZiabEbZ8yUuoGK03z0LIKcWf8A1wbmH7KQD284=
+-----END CERTIFICATE-----
+";
+const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQghzoyHps9OT9raEtm
+fp+NqMi/Q3+UzZDPEs/ycv+BwfKhRANCAAT97x5nAIHR/+1ARxLBtpBvNqfuNNob
+GC9XMErefOLGvLJRqDtqo4YBAOYM9cliB6/1MLV+Ww1tzYD373qwxlLA
+-----END PRIVATE KEY-----
+";
+
+/// An HTTPS server answering "fine" on every path, with the self-signed test certificate.
+async fn tls_server() -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let cert = CertificateDer::from_pem_slice(TEST_CERT.as_bytes()).unwrap();
+    let key = PrivateKeyDer::from_pem_slice(TEST_KEY.as_bytes()).unwrap();
+    #[allow(deprecated)] // ring lacks post-quantum key exchange; irrelevant for a test server
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"fine"),
+                    )))
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    });
+    addr
+}
+
+/// HTTPS: with `tls_skip_verify` a self-signed server passes; without it the unknown issuer
+/// makes the check critical, naming the TLS failure.
+#[tokio::test]
+async fn https_verifies_unless_told_not_to() {
+    let addr = tls_server().await;
+    let url = format!("https://{addr}/health");
+    let mut skip = http(url.clone(), false);
+    if let Probe::Http { tls_skip_verify, .. } = &mut skip {
+        *tls_skip_verify = true;
+    }
+    assert_eq!(
+        probe(skip).await,
+        ProbeResult::new(CheckStatus::Passing, format!("HTTP GET {url}: 200 OK Output: fine"))
+    );
+    let verified = probe(http(url.clone(), false)).await;
+    assert_eq!(verified.status, CheckStatus::Critical);
+    assert!(verified.output.starts_with(&format!("Get \"{url}\": tls: ")), "{verified:?}");
 }

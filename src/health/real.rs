@@ -7,6 +7,7 @@
 //! [`super::ScriptedProber`].
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +15,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{format_duration, CheckStatus, ScriptCommand};
@@ -40,9 +45,15 @@ impl Prober for RealProber {
         Box::pin(async move {
             match probe {
                 Probe::Script { command, timeout } => script(command, *timeout).await,
-                Probe::Http { url, method, header, body, tls_skip_verify: _, follow_redirects, timeout } => {
-                    let request =
-                        HttpProbe { url, method, header, body: body.as_deref(), follow_redirects: *follow_redirects };
+                Probe::Http { url, method, header, body, tls_skip_verify, follow_redirects, timeout } => {
+                    let request = HttpProbe {
+                        url,
+                        method,
+                        header,
+                        body: body.as_deref(),
+                        tls_skip_verify: *tls_skip_verify,
+                        follow_redirects: *follow_redirects,
+                    };
                     request.run(*timeout).await
                 }
                 Probe::Tcp { address, timeout } => tcp(address, *timeout).await,
@@ -104,6 +115,7 @@ struct HttpProbe<'a> {
     method: &'a str,
     header: &'a BTreeMap<String, Vec<String>>,
     body: Option<&'a str>,
+    tls_skip_verify: bool,
     follow_redirects: bool,
 }
 
@@ -119,7 +131,8 @@ impl HttpProbe<'_> {
     /// 2xx passing, 429 warning, anything else critical, with output
     /// `HTTP <method> <url>: <status> Output: <last 4 KiB of the body>`. One timeout covers the
     /// whole exchange, redirects included; a body still arriving at the timeout is cut there and
-    /// the status code decides, as in Consul.
+    /// the status code decides, as in Consul. `https` URLs verify the server against Mozilla's
+    /// roots unless `tls_skip_verify`.
     async fn run(&self, timeout: Duration) -> ProbeResult {
         let deadline = Instant::now() + timeout;
         let failed = |why: String| ProbeResult::critical(format!("{} \"{}\": {why}", go_op(self.method), self.url));
@@ -135,7 +148,7 @@ impl HttpProbe<'_> {
         let mut redirects = 0;
         let (response, connection) = loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let (response, connection) = match crate::io::timeout(remaining, send(&hop)).await {
+            let (response, connection) = match crate::io::timeout(remaining, send(&hop, self.tls_skip_verify)).await {
                 Ok(Ok(sent)) => sent,
                 Ok(Err(why)) => return failed(why),
                 Err(_) => return failed(format!("timed out after {}", format_duration(timeout))),
@@ -171,22 +184,52 @@ impl HttpProbe<'_> {
     }
 }
 
-/// Sends one request on a new connection (Consul disables keep-alive for checks). The returned
-/// task drives the connection; abort it when done with the response.
-async fn send(hop: &Hop) -> Result<(Response<Incoming>, tokio::task::JoinHandle<()>), String> {
-    match hop.target.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("https checks are not supported yet".to_owned()),
+/// Sends one request on a new connection (Consul disables keep-alive for checks), over TLS for
+/// `https`. The returned task drives the connection; abort it when done with the response.
+async fn send(hop: &Hop, tls_skip_verify: bool) -> Result<(Response<Incoming>, JoinHandle<()>), String> {
+    let tls = match hop.target.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         other => return Err(format!("unsupported protocol scheme {:?}", other.unwrap_or_default())),
-    }
+    };
     let host = hop.target.host().ok_or("no host in the URL")?;
-    let address = format!("{host}:{}", hop.target.port_u16().unwrap_or(80));
+    let port = hop.target.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let address = format!("{host}:{port}");
     let stream = TcpStream::connect(address.as_str()).await.map_err(|e| format!("dial tcp {address}: {e}"))?;
+    let request = request(hop, host)?;
+    if !tls {
+        return exchange(stream, request).await;
+    }
+    // A URL's IPv6 host is bracketed; a TLS server name is not.
+    let name = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let name = ServerName::try_from(name).map_err(|e| format!("invalid TLS server name {host:?}: {e}"))?;
+    let connector = tokio_rustls::TlsConnector::from(tls_config(tls_skip_verify));
+    let stream = connector.connect(name, stream).await.map_err(|e| format!("tls: {e}"))?;
+    exchange(stream, request).await
+}
+
+/// Runs one HTTP/1.1 exchange over `stream`.
+async fn exchange<S>(stream: S, request: Request<Full<Bytes>>) -> Result<(Response<Incoming>, JoinHandle<()>), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     let connection = tokio::spawn(async move {
         let _ = connection.await;
     });
+    match sender.send_request(request).await {
+        Ok(response) => Ok((response, connection)),
+        Err(e) => {
+            connection.abort();
+            Err(e.to_string())
+        }
+    }
+}
+
+/// The request of one hop: Consul's default User-Agent and Accept unless the check sets them,
+/// and `Connection: close`.
+fn request(hop: &Hop, host: &str) -> Result<Request<Full<Bytes>>, String> {
     let path = hop.target.path_and_query().map_or("/", |p| p.as_str());
     let mut request = Request::builder().method(hop.method.clone()).uri(path);
     let has = |name: &str| hop.headers.keys().any(|k| k.eq_ignore_ascii_case(name));
@@ -209,16 +252,75 @@ async fn send(hop: &Hop) -> Result<(Response<Incoming>, tokio::task::JoinHandle<
     if !has("accept") {
         request = request.header(hyper::header::ACCEPT, ACCEPT);
     }
-    let request = request
+    request
         .header(hyper::header::CONNECTION, "close")
         .body(Full::new(hop.body.clone()))
-        .map_err(|e| format!("invalid request: {e}"))?;
-    match sender.send_request(request).await {
-        Ok(response) => Ok((response, connection)),
-        Err(e) => {
-            connection.abort();
-            Err(e.to_string())
-        }
+        .map_err(|e| format!("invalid request: {e}"))
+}
+
+/// The TLS client settings, built once: Mozilla's roots (webpki-roots), or with
+/// `tls_skip_verify` no certificate or name verification at all (Go's `InsecureSkipVerify`,
+/// which Consul uses; handshake signatures are still checked). HTTP/1.1 only.
+fn tls_config(skip_verify: bool) -> Arc<ClientConfig> {
+    static VERIFIED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    static UNVERIFIED: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    let build = || {
+        // rustls 0.23.48 deprecates ring for lacking post-quantum key exchange; a health probe
+        // of a service on the same network does not need it, and ring builds without the
+        // cmake toolchain aws-lc-rs needs.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default protocol versions");
+        let mut config = if skip_verify {
+            builder.dangerous().with_custom_certificate_verifier(Arc::new(SkipVerify(provider))).with_no_client_auth()
+        } else {
+            let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    };
+    if skip_verify { UNVERIFIED.get_or_init(build) } else { VERIFIED.get_or_init(build) }.clone()
+}
+
+/// Accepts any certificate for any name; only for checks that set `tls_skip_verify`.
+#[derive(Debug)]
+struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, signature, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, signature, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -300,6 +300,31 @@ mod tests {
         );
     }
 
+    /// A prober that never answers.
+    #[derive(Debug)]
+    struct Stuck;
+
+    impl Prober for Stuck {
+        fn probe<'a>(&'a self, _check_id: &'a str, _probe: &'a Probe) -> crate::health::ProbeFuture<'a> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// With one probe slot taken by a probe that hangs, the other due check waits, and the
+    /// handle reports it waiting.
+    #[tokio::test]
+    async fn stats_report_waiting_checks() {
+        let config = RunnerConfig { probes_running_max: 1, ..RunnerConfig::default() };
+        let (runner, _updates) = CheckRunner::start(Arc::new(Stuck), config);
+        runner.upsert(&definition("a", tcp(20)), CheckSource::Config).unwrap();
+        runner.upsert(&definition("b", tcp(20)), CheckSource::Config).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while runner.stats() != (RunnerStats { checks: 2, running: 1, waiting: 1 }) {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", runner.stats());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Script checks run only where config allows them; alias checks are not the runner's.
     #[tokio::test]
     async fn refusals() {
