@@ -679,7 +679,10 @@ impl Parser<'_> {
             header,
             body: raw.body.clone(),
             tls_skip_verify: raw.tls_skip_verify.unwrap_or(false),
-            follow_redirects: !raw.disable_redirects.unwrap_or(false),
+            // Consul follows redirects unless `disable_redirects`; cairn follows them only when
+            // `disable_redirects = false` is written out, because following them by default is
+            // how CVE-2022-29153 turned HTTP checks into a server-side request forgery.
+            follow_redirects: raw.disable_redirects == Some(false),
             interval,
             // Consul: 10 s, or the interval when that is shorter, so a run ends before the next.
             timeout: timeout.unwrap_or(interval.min(HTTP_TIMEOUT_DEFAULT)),
@@ -847,6 +850,18 @@ mod tests {
     use super::super::validate::build;
     use super::super::AgentConfig;
     use super::*;
+
+    #[test]
+    fn http_checks_follow_redirects_only_when_disable_redirects_is_false() {
+        let follows = |extra: &str| {
+            let body = format!(r#"{{"Name": "c", "HTTP": "http://127.0.0.1/", "Interval": "10s"{extra}}}"#);
+            let (check, _) = check_from_api(&serde_json::from_str(&body).unwrap()).unwrap();
+            matches!(check.kind, CheckKind::Http { follow_redirects: true, .. })
+        };
+        assert!(!follows(""), "not by default (CVE-2022-29153)");
+        assert!(!follows(r#", "DisableRedirects": true"#));
+        assert!(follows(r#", "DisableRedirects": false"#));
+    }
 
     fn json(text: &str) -> Result<Layer, ConfigError> {
         parse(Path::new("conf.d/web.json"), text.as_bytes())
