@@ -69,6 +69,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod gossip;
 pub mod http;
 pub mod io;
