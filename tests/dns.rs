@@ -196,7 +196,8 @@ fn hostile_packets_do_not_stop_the_server() {
     let agent = dev_agent(&dir);
     let dns = dns_addr(&agent);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    for garbage in [&b""[..], b"\x00", &[0xff; 12], &[0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c], &[0u8; 4000]]
+    for garbage in
+        [&b""[..], b"\x00", &[0xff; 12], &[0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 0x0c], &[0u8; 4000]]
     {
         socket.send_to(garbage, dns).unwrap();
     }
