@@ -160,9 +160,13 @@ pub async fn start(config: &AgentConfig, disk: Arc<dyn Disk>) -> Result<NodeHand
         }));
     }
     let rpc_addr = server.as_ref().map(|parts| parts.rpc_addr);
-    let dns_source = match &server {
-        Some(parts) => crate::dns::server::Source::Server(parts.server.clone()),
-        None => crate::dns::server::Source::Client,
+    let dns_source = match (&server, &agent.backend) {
+        (Some(parts), _) => crate::dns::server::Source::Server(parts.server.clone()),
+        (None, Backend::Client(forwarder)) => crate::dns::server::Source::Client(crate::dns::client::ClientView::new(
+            forwarder.clone(),
+            config.dns.max_stale,
+        )),
+        (None, Backend::Server(server)) => crate::dns::server::Source::Server(server.clone()),
     };
     tasks.push(tokio::spawn(crate::dns::server::serve(
         dns_listeners,

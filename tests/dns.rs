@@ -218,3 +218,61 @@ fn hostile_packets_do_not_stop_the_server() {
     assert_eq!(a_records(&answer), [ip("127.0.0.1")]);
     assert!(agent.log_text().lines().all(|line| !line.contains("panicked")));
 }
+
+/// A client agent answers DNS from its own view, kept current from the servers: an instance
+/// whose check goes critical leaves the client's answers too, and comes back.
+#[test]
+fn a_client_agent_answers_from_its_view_of_the_servers() {
+    let dir = TempDir::new("dns-client");
+    let server = dev_agent(&dir);
+    let join = format!("127.0.0.1:{}", server.ports.serf_lan);
+    let data_dir = dir.path().join("c1").display().to_string();
+    let args =
+        ["-node", "c1", "-bind", "127.0.0.1", "-data-dir", &data_dir, "-retry-join", &join, "-retry-interval", "200ms"];
+    let client = Agent::start(&args.map(String::from), AgentPorts::free(), dir.path().join("c1.log"));
+    let dns = dns_addr(&client);
+    register(&server, "ext1", "10.0.0.5", 8080, &[], "passing");
+    register(&server, "ext2", "10.0.0.6", 8081, &[], "passing");
+    wait_until(Duration::from_secs(30), "the client to answer both instances", || {
+        a_records(&ask_udp(dns, "web.service.consul.", RecordType::A, None)) == [ip("10.0.0.5"), ip("10.0.0.6")]
+    });
+    register(&server, "ext1", "10.0.0.5", 8080, &[], "critical");
+    wait_until(Duration::from_secs(5), "the critical instance to leave the client's answers", || {
+        a_records(&ask_udp(dns, "web.service.consul.", RecordType::A, None)) == [ip("10.0.0.6")]
+    });
+    register(&server, "ext1", "10.0.0.5", 8080, &[], "passing");
+    wait_until(Duration::from_secs(5), "the instance to return on the client", || {
+        a_records(&ask_udp(dns, "web.service.consul.", RecordType::A, None)).len() == 2
+    });
+    assert_eq!(
+        ask_udp(dns, "nothing.service.consul.", RecordType::A, None).metadata.response_code,
+        ResponseCode::NXDomain
+    );
+}
+
+/// Names outside the domain go to the configured recursor, and its answer comes back as it was.
+#[test]
+fn foreign_names_are_forwarded_to_recursors() {
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    let responder = std::thread::spawn(move || {
+        let mut buffer = [0u8; 512];
+        let (len, from) = upstream.recv_from(&mut buffer).unwrap();
+        let mut reply = Message::from_vec(&buffer[..len]).unwrap();
+        reply.metadata.message_type = MessageType::Response;
+        let name = reply.queries[0].name().clone();
+        reply.answers.push(hickory_proto::rr::Record::from_rdata(
+            name,
+            60,
+            RData::A(hickory_proto::rr::rdata::A(ip("93.184.216.34"))),
+        ));
+        upstream.send_to(&reply.to_vec().unwrap(), from).unwrap();
+    });
+    let dir = TempDir::new("dns-recursor");
+    let args = ["-dev", "-node", "dev1", "-recursor", &upstream_addr.to_string()];
+    let agent = Agent::start(&args.map(String::from), AgentPorts::free(), dir.path().join("agent.log"));
+    wait_until(Duration::from_secs(20), "the dev agent to elect itself", || leader_of(agent.http()).is_some());
+    let answer = ask_udp(dns_addr(&agent), "example.com.", RecordType::A, None);
+    assert_eq!(a_records(&answer), [ip("93.184.216.34")]);
+    responder.join().unwrap();
+}

@@ -9,8 +9,11 @@
 //! - [`server`]: the shell: the sockets, which catalog is fresh enough to answer from (a
 //!   server's own state within `max_stale`, else after a read barrier), and forwarding to
 //!   recursors.
+//! - [`client`]: a client agent's local view: a small catalog per name asked, filled from a
+//!   server and kept current by blocking queries, dropped when unused.
 
 pub mod answer;
+pub mod client;
 pub mod name;
 pub mod server;
 pub mod wire;

@@ -3,8 +3,8 @@
 //! Freshness: a server answers from its own replicated state when `allow_stale` is on and it
 //! leads or heard its leader within `max_stale`; otherwise it first takes a read barrier
 //! confirmed by the leader's quorum (the same as an HTTP `?consistent` read), and answers
-//! SERVFAIL if that does not come within [`BARRIER_TIMEOUT`]. Client agents hold no catalog; see
-//! [`Source::Client`].
+//! SERVFAIL if that does not come within [`BARRIER_TIMEOUT`]. Client agents hold no catalog: they
+//! answer from per-name caches kept current by blocking queries to a server ([`ClientView`]).
 //!
 //! Everything is bounded: requests over [`wire::REQUEST_BYTES_MAX`] are refused, at most
 //! [`TCP_CONNECTIONS_MAX`] TCP connections are served at once (idle ones close after
@@ -21,12 +21,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use super::answer::{self, Context, Shuffle, Step};
+use super::client::{ClientView, Key};
 use super::name::{Parsed, Zone};
 use super::wire::{self, Request, Transport};
 use crate::config::DnsSettings;
 use crate::io::udp::UdpSocket;
 use crate::raft::NodeId;
 use crate::server::{Consistency, Server};
+use crate::state::State;
 
 /// TCP connections served at once; more wait in the kernel's accept queue.
 pub const TCP_CONNECTIONS_MAX: usize = 128;
@@ -61,9 +63,9 @@ pub async fn bind(ip: IpAddr, port: u16) -> std::io::Result<DnsListeners> {
 pub enum Source {
     /// This agent is a server: its own replicated state.
     Server(Arc<Server>),
-    /// A client agent: it holds no catalog, and answers SERVFAIL for names in the domain (see the
-    /// README: client agents' DNS is not built yet; query a server's DNS port).
-    Client,
+    /// A client agent: per-name caches filled from the servers and kept current by blocking
+    /// queries ([`ClientView`]).
+    Client(Arc<ClientView>),
 }
 
 /// What every request handler shares.
@@ -81,7 +83,7 @@ pub async fn serve(listeners: DnsListeners, source: Source, settings: DnsSetting
     let zone = Zone::new(std::iter::once(settings.domain.as_str()).chain(settings.alt_domain.as_deref()), &datacenter);
     let raft_id = match &source {
         Source::Server(server) => Some(crate::raft::raft_id_from_node_id(&server.info().node_id)),
-        Source::Client => None,
+        Source::Client(_) => None,
     };
     let shared = Arc::new(Shared { source, raft_id, settings, zone, slow: Semaphore::new(SLOW_REQUESTS_MAX) });
     let mut tasks = Vec::new();
@@ -184,16 +186,17 @@ enum Quick {
     Slow(Slow),
 }
 
-/// Work that waits: a read barrier, or a recursor.
+/// Work that waits: a read barrier, a client's first fetch of a name, or a recursor.
 enum Slow {
     Barrier(Request, Parsed),
+    Fetch(Request, Parsed, Key),
     Recurse(Request),
 }
 
 impl Slow {
     fn request(&self) -> &Request {
         match self {
-            Slow::Barrier(request, _) | Slow::Recurse(request) => request,
+            Slow::Barrier(request, _) | Slow::Fetch(request, _, _) | Slow::Recurse(request) => request,
         }
     }
 
@@ -214,7 +217,13 @@ impl Shared {
                     Quick::Reply(self.answer_from(server, &request, &parsed, shuffle))
                 }
                 Source::Server(_) => Quick::Slow(Slow::Barrier(request, parsed)),
-                Source::Client => Quick::Reply(answer::error_reply(&request, ResponseCode::ServFail, &self.settings)),
+                Source::Client(view) => match Key::of(&parsed.lookup) {
+                    None => Quick::Reply(self.answer_over(&State::default(), &request, &parsed, shuffle)),
+                    Some(key) => match view.cached(&key) {
+                        Some(state) => Quick::Reply(self.answer_over(&state, &request, &parsed, shuffle)),
+                        None => Quick::Slow(Slow::Fetch(request, parsed, key)),
+                    },
+                },
             },
         }
     }
@@ -225,6 +234,15 @@ impl Shared {
                 Some(bytes) => bytes,
                 None => answer::error_reply(&request, ResponseCode::ServFail, &self.settings),
             },
+            Slow::Fetch(request, parsed, key) => {
+                let Source::Client(view) = &self.source else {
+                    return answer::error_reply(&request, ResponseCode::ServFail, &self.settings);
+                };
+                match view.fetch(key).await {
+                    Some(state) => self.answer_over(&state, &request, &parsed, shuffle),
+                    None => answer::error_reply(&request, ResponseCode::ServFail, &self.settings),
+                }
+            }
             Slow::Barrier(request, parsed) => {
                 let Source::Server(server) = &self.source else {
                     return answer::error_reply(&request, ResponseCode::ServFail, &self.settings);
@@ -252,7 +270,10 @@ impl Shared {
     }
 
     fn answer_from(&self, server: &Server, request: &Request, parsed: &Parsed, shuffle: &mut Shuffle) -> Vec<u8> {
-        let state = server.state().read();
+        self.answer_over(&server.state().read(), request, parsed, shuffle)
+    }
+
+    fn answer_over(&self, state: &State, request: &Request, parsed: &Parsed, shuffle: &mut Shuffle) -> Vec<u8> {
         let context = Context { catalog: state.catalog(), settings: &self.settings, zone: &self.zone };
         answer::answer(request, parsed, context, shuffle)
     }
