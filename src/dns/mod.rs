@@ -4,7 +4,7 @@
 //!   `n1.node...`, `<hex>.addr...`), pure.
 //! - [`wire`]: untrusted bytes to a checked [`wire::Request`] before anything is allocated for
 //!   them, and responses fitted to the transport (EDNS, TC, 64 KiB over TCP), pure.
-//! - [`answer`]: the core: a request, a catalog snapshot, the settings and a seeded shuffle in,
+//! - [`answer`](mod@answer): the core: a request, a catalog snapshot, the settings and a seeded shuffle in,
 //!   response bytes out.
 //! - [`server`]: the shell: the sockets, which catalog is fresh enough to answer from (a
 //!   server's own state within `max_stale`, else after a read barrier), and forwarding to
