@@ -387,6 +387,31 @@ mod tests {
         assert!("dns.google".parse::<Recursor>().is_err());
     }
 
+    /// In a config file: the keys land in the layer, unknown ones inside `dns_config` and its
+    /// `soa` are errors naming the path, Consul's unimplemented ones warnings.
+    #[test]
+    fn config_file_keys() {
+        let parse = |text: &str| super::super::file::parse(std::path::Path::new("d.json"), text.as_bytes());
+        let layer = parse(
+            r#"{"domain":"cairn","recursors":["1.1.1.1"],"dns_config":{"max_stale":"1s","soa":{"min_ttl":9},
+                "use_cache":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(layer.domain.as_deref(), Some("cairn"));
+        assert_eq!(layer.dns_config.max_stale, Some(Duration::from_secs(1)));
+        assert_eq!(layer.dns_config.soa.min_ttl, Some(9));
+        assert_eq!(layer.ignored_keys, ["d.json: dns_config.use_cache"]);
+        for (text, path) in [
+            (r#"{"dns_config":{"max_stal":"1s"}}"#, "dns_config.max_stal"),
+            (r#"{"dns_config":{"soa":{"minttl":1}}}"#, "dns_config.soa.minttl"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(matches!(&err, ConfigError::UnknownKey { key_path, .. } if key_path == path), "{err:?}");
+        }
+        let err = parse(r#"{"recursors":["dns.google"]}"#).unwrap_err();
+        assert!(matches!(&err, ConfigError::Json { field_path, .. } if field_path == "recursors[0]"), "{err:?}");
+    }
+
     /// Limits and patterns that make no sense are refused by field.
     #[test]
     fn bad_values_are_refused() {
