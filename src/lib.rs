@@ -6,6 +6,7 @@
 //! in one direction through them:
 //!
 //! ```text
+//!   DNS client ──> dns ──(snapshot)──> state (server) | per-name view (client, via agent forward)
 //!   HTTP client ──> http ──> server ──(write: Command)──> raft ──> log_store ──> storage (Disk)
 //!                    │          │                          │
 //!                    │          │ (forward to leader) rpc <┘ (AppendEntries, Vote, snapshots)
@@ -74,6 +75,13 @@
 //!   the rest from [`server`] (or forwarded by a client): KV, the catalog (`/v1/catalog/*`:
 //!   register and deregister, nodes, services) and health (`/v1/health/*`: instances with their
 //!   checks, `?passing`), blocking queries on each. Consul's JSON shapes and headers.
+//! - [`dns`]: the DNS interface (UDP and TCP on the DNS port): Consul's names
+//!   (`web.service.consul`, `_web._tcp.service.consul`, `n1.node.consul`, `<hex>.addr.consul`)
+//!   answered by a pure core from a catalog snapshot, with the catalog's own health rule
+//!   ([`state::HealthBar`], shared with `?passing`). The shell picks the catalog: a server's own
+//!   state within `max_stale` of its leader (else after a read barrier); on a client agent, a small
+//!   catalog per name kept current by blocking queries through [`agent::ServerForwarder`].
+//!   Untrusted bytes are checked before they are decoded; answers are fitted to EDNS, UDP and TCP.
 //! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,
 //!   `leave`, `operator raft`, `keygen`, `keyring`), and `validate`, which checks config files.
 //! - [`io`]: the thin shell over the runtime: the openraft runtime adapter, the seeded randomness
@@ -88,6 +96,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod gossip;
 pub mod health;
 pub mod http;

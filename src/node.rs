@@ -57,6 +57,8 @@ pub struct NodeHandle {
     pub agent: Arc<Agent>,
     pub gossip: Gossip,
     pub http_addr: SocketAddr,
+    /// Where the DNS interface listens (UDP and TCP, one port).
+    pub dns_addr: SocketAddr,
     /// The server RPC address, on servers.
     pub rpc_addr: Option<SocketAddr>,
     /// The LAN gossip address other agents join through.
@@ -119,6 +121,10 @@ pub async fn start_with(
     let advertise = advertise_addr(config)?;
     let http_listener = bind(config.client_addr, config.ports.http, "HTTP").await?;
     let http_addr = local_addr(&http_listener);
+    let dns_listeners = crate::dns::bind(config.client_addr, config.ports.dns).await.map_err(|source| {
+        StartError::Bind { what: "DNS", addr: SocketAddr::new(config.client_addr, config.ports.dns), source }
+    })?;
+    let dns_addr = dns_listeners.addr;
     let server = match config.server {
         true => Some(start_server(config, &disk, &node_id, advertise).await?),
         false => None,
@@ -194,6 +200,20 @@ pub async fn start_with(
         }));
     }
     let rpc_addr = server.as_ref().map(|parts| parts.rpc_addr);
+    let dns_source = match (&server, &agent.backend) {
+        (Some(parts), _) => crate::dns::server::Source::Server(parts.server.clone()),
+        (None, Backend::Client(forwarder)) => crate::dns::server::Source::Client(crate::dns::client::ClientView::new(
+            forwarder.clone(),
+            config.dns.max_stale,
+        )),
+        (None, Backend::Server(server)) => crate::dns::server::Source::Server(server.clone()),
+    };
+    tasks.push(tokio::spawn(crate::dns::server::serve(
+        dns_listeners,
+        dns_source,
+        config.dns.clone(),
+        config.datacenter.clone(),
+    )));
     let server = match server {
         Some(parts) => {
             let server = parts.server;
@@ -216,7 +236,7 @@ pub async fn start_with(
         None => None,
     };
     tracing::info!(node = %config.node_name, server = config.server, lan = %gossip.advertise_addr(), "agent started");
-    Ok(NodeHandle { server, agent, lan_addr: gossip.advertise_addr(), gossip, http_addr, rpc_addr, tasks })
+    Ok(NodeHandle { server, agent, lan_addr: gossip.advertise_addr(), gossip, http_addr, dns_addr, rpc_addr, tasks })
 }
 
 /// The agent's own services and checks, loaded from config and from what the API registered

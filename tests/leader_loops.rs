@@ -53,6 +53,7 @@ fn config(name: &str, server: bool, bootstrap: bool) -> AgentConfig {
             ..cairn::config::AutopilotSettings::default()
         },
         local: Default::default(),
+        dns: Default::default(),
         ignored_keys: vec![],
     }
 }

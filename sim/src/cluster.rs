@@ -255,6 +255,7 @@ fn base_config(ip: IpAddr, server: bool, join_through: impl Iterator<Item = IpAd
         gossip: GossipSettings::defaults_for(server),
         autopilot: AutopilotSettings::default(),
         local: Default::default(),
+        dns: Default::default(),
         ignored_keys: vec![],
     }
 }

@@ -66,6 +66,7 @@ fn client_config(index: usize, join_through: usize) -> AgentConfig {
         gossip: GossipSettings { disable_keyring_file: true, ..GossipSettings::defaults_for(false) },
         autopilot: AutopilotSettings::default(),
         local: Default::default(),
+        dns: Default::default(),
         ignored_keys: vec![],
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use super::dns::{DnsConfigLayer, IGNORED_DNS_CONFIG_KEYS, SOA_KEYS};
 use super::layer::{object_only, AutopilotLayer, Layer, PerformanceLayer, PortsLayer};
 use super::services::{parse_definitions, DEFINITION_KEYS};
 use super::ConfigError;
@@ -55,12 +56,8 @@ pub const IGNORED_TOP_LEVEL_KEYS: &[&str] = &[
     "verify_outgoing",
     "verify_server_hostname",
     "server_name",
-    // DNS and HTTP interface tuning.
+    // HTTP interface tuning and listener addresses.
     "addresses",
-    "domain",
-    "alt_domain",
-    "recursors",
-    "dns_config",
     "http_config",
     "limits",
     "cache",
@@ -326,6 +323,7 @@ fn check_keys(path: &Path, document: &Map<String, Value>) -> Result<Vec<String>,
         ("ports", Section { known: struct_fields::<PortsLayer>(), ignored: IGNORED_PORTS_KEYS }),
         ("performance", Section { known: struct_fields::<PerformanceLayer>(), ignored: IGNORED_PERFORMANCE_KEYS }),
         ("autopilot", Section { known: struct_fields::<AutopilotLayer>(), ignored: IGNORED_AUTOPILOT_KEYS }),
+        ("dns_config", Section { known: struct_fields::<DnsConfigLayer>(), ignored: IGNORED_DNS_CONFIG_KEYS }),
     ];
     let mut ignored = Vec::new();
     check_section(path, "", document, &top, &mut ignored)?;
@@ -333,6 +331,10 @@ fn check_keys(path: &Path, document: &Map<String, Value>) -> Result<Vec<String>,
         if let Some(Value::Object(object)) = document.get(*name) {
             check_section(path, &format!("{name}."), object, section, &mut ignored)?;
         }
+    }
+    if let Some(Value::Object(soa)) = document.get("dns_config").and_then(|c| c.get("soa")) {
+        let section = Section { known: SOA_KEYS, ignored: &[] };
+        check_section(path, "dns_config.soa.", soa, &section, &mut ignored)?;
     }
     Ok(ignored)
 }

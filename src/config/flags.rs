@@ -54,6 +54,15 @@ const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        name: "alt-domain",
+        arg: Arg::Value("DOMAIN"),
+        help: "A second DNS domain answered like -domain.",
+        set: |inv, _, raw| {
+            inv.layer.alt_domain = Some(raw.into());
+            Ok(())
+        },
+    },
+    Flag {
         name: "bind",
         arg: Arg::Value("ADDR"),
         help: "Address cluster traffic (server RPC, LAN gossip) binds. Default 0.0.0.0; 127.0.0.1 with -dev.",
@@ -144,6 +153,15 @@ const FLAGS: &[Flag] = &[
         },
     },
     Flag {
+        name: "domain",
+        arg: Arg::Value("DOMAIN"),
+        help: "DNS domain the agent answers for. Default consul.",
+        set: |inv, _, raw| {
+            inv.layer.domain = Some(raw.into());
+            Ok(())
+        },
+    },
+    Flag {
         name: "encrypt",
         arg: Arg::Value("KEY"),
         help: "Gossip encryption key: base64 of 16, 24 or 32 bytes (`cairn keygen` makes one). Seeds the keyring \
@@ -195,6 +213,15 @@ const FLAGS: &[Flag] = &[
         help: "Node ID. Default: generated once and kept in the data directory.",
         set: |inv, _, raw| {
             inv.layer.node_id = Some(raw.into());
+            Ok(())
+        },
+    },
+    Flag {
+        name: "recursor",
+        arg: Arg::Value("ADDR"),
+        help: "Upstream DNS server for names outside the domain: IP or IP:port (port 53). Repeatable.",
+        set: |inv, flag, raw| {
+            inv.layer.recursors.push(typed(flag, raw, "")?);
             Ok(())
         },
     },

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::dns::{DnsConfigLayer, Recursor};
 use super::services::FileDefinitions;
 use super::{duration, JoinAddress, LogLevel};
 
@@ -53,6 +54,13 @@ pub(crate) struct Layer {
     pub autopilot: AutopilotLayer,
     pub enable_script_checks: Option<bool>,
     pub enable_local_script_checks: Option<bool>,
+    /// The DNS interface (`dns.rs`): `domain`, `alt_domain`, `recursors` (appended across
+    /// sources) and `dns_config { ... }`.
+    pub domain: Option<String>,
+    pub alt_domain: Option<String>,
+    pub recursors: Vec<Recursor>,
+    #[serde(deserialize_with = "object_only")]
+    pub dns_config: DnsConfigLayer,
     /// `service`, `services`, `check`, `checks`: typed by `services.rs` from the file's document
     /// (they need key spellings serde's derive cannot express), appended across sources.
     #[serde(skip)]
@@ -127,6 +135,10 @@ impl Layer {
         self.autopilot.merge(later.autopilot);
         set(&mut self.enable_script_checks, later.enable_script_checks);
         set(&mut self.enable_local_script_checks, later.enable_local_script_checks);
+        set(&mut self.domain, later.domain);
+        set(&mut self.alt_domain, later.alt_domain);
+        self.recursors.extend(later.recursors);
+        self.dns_config.merge(later.dns_config);
         self.definitions.services.extend(later.definitions.services);
         self.definitions.checks.extend(later.definitions.checks);
         self.definitions.warnings.extend(later.definitions.warnings);

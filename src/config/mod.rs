@@ -12,10 +12,12 @@
 //! - `services`: service and check definitions (`service`, `checks`, ...): Consul's schema and
 //!   key spellings, one `CheckKind` per check, Consul's default IDs, limits, and the rules across
 //!   files (unique IDs, script checks enabled).
+//! - `dns`: the DNS interface's settings (`domain`, `recursors`, `dns_config`), Consul's keys.
 //! - `layer`: one source's settings, all optional, and how sources merge.
 //! - `validate`: defaults and every rule, applied once to the merged result.
 //! - `duration`, `values`: parsers for Go durations, join addresses, log levels, booleans.
 
+mod dns;
 mod duration;
 mod error;
 mod file;
@@ -29,6 +31,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use dns::{DnsSettings, Recursor, ServiceTtls, SoaSettings, DEFAULT_DNS_DOMAIN, IGNORED_DNS_CONFIG_KEYS};
 pub use duration::{format_duration, parse_duration};
 pub use error::ConfigError;
 pub use file::{
@@ -132,6 +135,8 @@ pub struct AgentConfig {
     pub autopilot: AutopilotSettings,
     /// Services and checks from config files, and which script checks may run.
     pub local: LocalServices,
+    /// The DNS interface: domains, recursors, `dns_config`.
+    pub dns: DnsSettings,
     /// Config keys that Consul knows and cairn does not implement yet: accepted and ignored, each
     /// with the file it came from, so the agent can warn about them at start.
     pub ignored_keys: Vec<String>,

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use super::dns::{DnsLayer, DnsSettings};
 use super::layer::Layer;
 use super::services::{self, ScriptChecks};
 use super::{AgentConfig, AutopilotSettings, ConfigError, GossipSettings, LocalServices, Ports, RaftSettings};
@@ -42,7 +43,14 @@ pub(crate) fn build(merged: Layer, dev: bool, hostname: &str) -> Result<AgentCon
     let raft = raft_settings(&merged)?;
     let gossip = gossip_settings(&merged)?;
     let autopilot = autopilot_settings(&merged)?;
+    let dns = DnsSettings::from_layer(&DnsLayer {
+        domain: merged.domain.clone(),
+        alt_domain: merged.alt_domain.clone(),
+        recursors: merged.recursors.clone(),
+        dns_config: merged.dns_config.clone(),
+    })?;
     let mut config = resolve(merged, dev, hostname, raft, gossip, autopilot);
+    config.dns = dns;
     validate_identity(&config)?;
     validate_roles(&config)?;
     validate_ports(&config.ports)?;
@@ -102,6 +110,7 @@ fn resolve(
             checks: merged.definitions.checks,
             warnings: merged.definitions.warnings,
         },
+        dns: DnsSettings::default(),
         ignored_keys: merged.ignored_keys,
     }
 }

@@ -21,7 +21,9 @@ mod proptests;
 
 use serde::{Deserialize, Serialize};
 
-pub use catalog::{Catalog, CatalogError, HealthCheck, Node, NodeEntries, ServiceInstance, SERF_HEALTH_CHECK_ID};
+pub use catalog::{
+    Catalog, CatalogError, HealthBar, HealthCheck, Node, NodeEntries, ServiceInstance, SERF_HEALTH_CHECK_ID,
+};
 pub use command::*;
 pub use consistency::{Inconsistency, Table};
 pub use kv::{Kv, KvEntry};

@@ -28,6 +28,24 @@ use super::consistency::{Inconsistency, Table};
 /// critical keeps its name against a registration with another node ID (Consul's rule).
 pub const SERF_HEALTH_CHECK_ID: &str = "serfHealth";
 
+/// How healthy an instance must be to be answered. One rule for HTTP `?passing` and DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthBar {
+    /// Every check passing (`?passing`, DNS with `only_passing`).
+    Passing,
+    /// No check critical or in maintenance; warnings still answer (DNS's default, Consul's).
+    NotCritical,
+}
+
+impl HealthBar {
+    pub fn admits(self, status: CheckStatus) -> bool {
+        match self {
+            HealthBar::Passing => status == CheckStatus::Passing,
+            HealthBar::NotCritical => matches!(status, CheckStatus::Passing | CheckStatus::Warning),
+        }
+    }
+}
+
 /// A node row (Consul's `Node`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
@@ -196,9 +214,15 @@ impl Catalog {
     /// The instances of `name` whose every check, node-level and their own, is passing:
     /// Consul's `?passing` answer. Sorted by node, then id.
     pub fn passing_instances(&self, name: &str) -> Vec<(&Node, &ServiceInstance)> {
+        self.healthy_instances(name, HealthBar::Passing)
+    }
+
+    /// The instances of `name` whose every check, node-level and their own, clears `bar`: all
+    /// passing, or (DNS's default) none critical or in maintenance. Sorted by node, then id.
+    pub fn healthy_instances(&self, name: &str, bar: HealthBar) -> Vec<(&Node, &ServiceInstance)> {
         let mut instances = self.service_instances(name);
         instances.retain(|(node, instance)| {
-            self.checks_of_instance(&node.node, &instance.id).all(|check| check.status == CheckStatus::Passing)
+            self.checks_of_instance(&node.node, &instance.id).all(|check| bar.admits(check.status))
         });
         instances
     }

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# bench/dns_vs_knot.sh [REPS] [DURATION_S]
+#
+# dnsperf against `cairn agent -dev` holding 100 services x 3 instances (A and SRV queries, half
+# each) next to Knot DNS serving the equivalent zone, in the same run: the shared driver
+# (../shared/bench/dns_baseline.sh) interleaves both systems per rep over its scenarios
+# (max_shared, max_1core, lat_rate). Then the latency of SRV over TCP for one service with 5,000
+# instances (dnsperf -m tcp, one query at a time).
+#
+# Needs: dnsperf and knot (Debian: apt-get install -y dnsperf knot), python3, and the shared bench
+# directory (BENCH_TOOLS, default ../shared/bench), copied to a scratch directory so the shared
+# copy stays untouched. Results: bench/results/dns-<date>.jsonl and dns-big-<date>.txt.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+reps=${1:-3}
+duration=${2:-10}
+tools_src=${BENCH_TOOLS:-$root/../shared/bench}
+tools=${BENCH_SCRATCH:-/tmp/cairn-dns-bench-tools}
+for tool in dnsperf knotd; do
+  command -v $tool >/dev/null || { echo "$tool not found: apt-get install -y dnsperf knot" >&2; exit 1; }
+done
+rm -rf "$tools" && cp -r "$tools_src" "$tools" && rm -rf "$tools/results"/*
+python3 "$tools/dns/gen_dns_data.py" >/dev/null
+cargo build --release --manifest-path "$root/Cargo.toml" --bin cairn
+export SERVICES_JSON=$tools/dns/data/services.json
+mkdir -p "$here/results"
+stamp=$(date -u +%Y%m%d-%H%M%S)
+cairn="cairn;18600;$here/dns_cairn.sh start;$here/dns_cairn.sh stop;/tmp/cairn-dns-bench/cairn.pid"
+knot="knot;15353;$tools/dns/knot_server.sh start;$tools/dns/knot_server.sh stop;/tmp/dns-bench/knotd.pid"
+"$tools/dns_baseline.sh" --reps "$reps" --duration "$duration" --system "$knot" --system "$cairn" \
+  --out "$here/results/dns-$stamp.jsonl" ${QUIET:+--quiet "$QUIET"}
+
+# SRV over TCP for a service with 5,000 instances: each answer is cut to the 64 KiB a TCP
+# message can carry (about 600 SRV records with their glue).
+big_out=$here/results/dns-big-$stamp.txt
+BIG=5000 "$here/dns_cairn.sh" start
+echo "big.service.consul SRV" >/tmp/cairn-dns-big-query.txt
+dnsperf -s 127.0.0.1 -p 18600 -m tcp -d /tmp/cairn-dns-big-query.txt -c 1 -T 1 -q 1 -l 10 -v -O suppress=timeouts \
+  >"$big_out.raw" 2>&1 || true
+"$here/dns_cairn.sh" stop
+python3 "$tools/dns/dnsperf_parse.py" suite=dns system=cairn scenario=srv_tcp_5000 <"$big_out.raw" >"$big_out"
+rm -f "$big_out.raw"
+cat "$big_out"
