@@ -7,7 +7,7 @@
 # (max_shared, max_1core, lat_rate). Then the latency of SRV over TCP for one service with 5,000
 # instances (dnsperf -m tcp, one query at a time).
 #
-# Needs: dnsperf and knot (Debian: apt-get install -y dnsperf knot), python3, and the shared bench
+# Needs: dnsperf, knot and kdig (Debian: apt-get install -y dnsperf knot knot-dnsutils), python3, and the shared bench
 # directory (BENCH_TOOLS, default ../shared/bench), copied to a scratch directory so the shared
 # copy stays untouched. Results: bench/results/dns-<date>.jsonl and dns-big-<date>.txt.
 set -euo pipefail
@@ -17,8 +17,8 @@ reps=${1:-3}
 duration=${2:-10}
 tools_src=${BENCH_TOOLS:-$root/../shared/bench}
 tools=${BENCH_SCRATCH:-/tmp/cairn-dns-bench-tools}
-for tool in dnsperf knotd; do
-  command -v $tool >/dev/null || { echo "$tool not found: apt-get install -y dnsperf knot" >&2; exit 1; }
+for tool in dnsperf knotd kdig; do
+  command -v $tool >/dev/null || { echo "$tool not found: apt-get install -y dnsperf knot knot-dnsutils" >&2; exit 1; }
 done
 rm -rf "$tools" && cp -r "$tools_src" "$tools" && rm -rf "$tools/results"/*
 python3 "$tools/dns/gen_dns_data.py" >/dev/null
