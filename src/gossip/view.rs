@@ -339,7 +339,7 @@ mod tests {
         let now = Instant::now();
         let mut view = View::new(id("me", 1, 0), now);
         let mut foca =
-            vec![FocaMember::new(id("a", 2, 0), 0, State::Alive), FocaMember::new(id("b", 3, 0), 0, State::Alive)];
+            [FocaMember::new(id("a", 2, 0), 0, State::Alive), FocaMember::new(id("b", 3, 0), 0, State::Alive)];
         view.reconcile(foca.iter(), None, now);
         assert_eq!(view.active_count(), 3);
         view.take_changed();
