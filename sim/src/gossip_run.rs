@@ -7,17 +7,22 @@
 //! false positive and is counted). What is measured: the time for a late joiner and for a failure
 //! to reach 99.99 % of the views (the figure Serf's convergence model predicts), and gossip bytes
 //! per agent per second (UDP datagrams and TCP push-pull frames sent).
+//!
+//! The observer reads a view again only when it changed since the last poll (each agent's
+//! membership is a `watch` channel) and keeps a small summary of it; what it checks is computed
+//! from the summaries. Reading every view on every poll was quadratic in the pool's size per poll.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cairn::config::{AgentConfig, AutopilotSettings, GossipSettings, JoinAddress, LogLevel, Ports, RaftSettings};
-use cairn::gossip::{Gossip, MemberStatus};
+use cairn::gossip::{Gossip, MemberStatus, Membership};
 use cairn::storage::MemDisk;
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, Runtime};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::runner::{Failure, RunReport, RunStats};
@@ -69,6 +74,25 @@ fn client_config(index: usize, join_through: usize) -> AgentConfig {
         dns: Default::default(),
         ignored_keys: vec![],
     }
+}
+
+/// What one agent's view showed when it last changed: all the checks need of it.
+#[derive(Default)]
+struct ViewSummary {
+    /// Members seen alive.
+    alive: usize,
+    /// Agents (by index) seen failed.
+    failed: BTreeSet<usize>,
+    /// Whether the late joiner is seen alive (never for the late joiner's own view).
+    sees_joiner: bool,
+}
+
+/// One watched agent: its membership channel and the summary of what it last showed.
+struct Watched {
+    index: usize,
+    gossip: Gossip,
+    membership: watch::Receiver<Membership>,
+    summary: ViewSummary,
 }
 
 /// What the observer tracks per (observer, member) pair that matters.
@@ -156,11 +180,14 @@ async fn simulate(scenario: GossipScenario) -> (u64, Option<Failure>, RunStats, 
     let kill_at = spec.kill_at_s.map(|at| start + Duration::from_secs_f64(at));
     let mut dead = vec![false; n];
 
-    let poll = if n <= 200 { Duration::from_millis(100) } else { Duration::from_millis(500) };
+    // Cheap at any size: only views that changed are read (see `observe`).
+    let poll = Duration::from_millis(100);
     let end = start + Duration::from_secs_f64(spec.duration_s);
     let mut obs = Observations::default();
     let mut bytes_at_convergence: Option<(u64, Instant)> = None;
     let mut bytes_at_end = 0u64;
+    // Agents being watched, by index; an agent is added once it has started and dropped when killed.
+    let mut watched: BTreeMap<usize, Watched> = BTreeMap::new();
     while Instant::now() < end {
         tokio::time::sleep(poll).await;
         let now = Instant::now();
@@ -169,27 +196,33 @@ async fn simulate(scenario: GossipScenario) -> (u64, Option<Failure>, RunStats, 
                 for &victim in &killed {
                     handle.kill(hosts[victim].id());
                     *slots[victim].lock().expect("slot lock") = None;
+                    watched.remove(&victim);
                     dead[victim] = true;
                     trace.record(ms(now), format_args!("kill a{victim}"));
                 }
             }
         }
-        let views: Vec<(usize, Gossip)> = slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, slot)| slot.lock().expect("slot lock").clone().map(|g| (i, g)))
-            .collect();
-        observe(&mut obs, &views, n, &dead, &killed, late_joiner, ms(now), &trace);
+        for (index, slot) in slots.iter().enumerate() {
+            if dead[index] || watched.contains_key(&index) {
+                continue;
+            }
+            if let Some(gossip) = slot.lock().expect("slot lock").clone() {
+                let mut membership = gossip.membership();
+                membership.mark_changed();
+                watched.insert(index, Watched { index, gossip, membership, summary: ViewSummary::default() });
+            }
+        }
+        observe(&mut obs, &mut watched, n, &dead, &killed, late_joiner, ms(now), &trace);
         // The pool that started in the window (the late joiner is timed on its own).
-        let pool: Vec<(usize, Gossip)> = views.iter().filter(|(i, _)| Some(*i) != late_joiner).cloned().collect();
+        let pool = watched.values().filter(|w| Some(w.index) != late_joiner);
         let pool_size = n - usize::from(late_joiner.is_some());
-        let everyone_started = pool.len() + killed.iter().filter(|k| dead[**k]).count() == pool_size;
-        if obs.converged_ms.is_none() && everyone_started && all_see_all_alive(&pool, pool_size, &dead) {
+        let everyone_started = pool.clone().count() + killed.iter().filter(|k| dead[**k]).count() == pool_size;
+        if obs.converged_ms.is_none() && everyone_started && all_see_all_alive(pool, pool_size, &dead) {
             obs.converged_ms = Some(ms(now));
             trace.record(ms(now), "converged");
         }
         // Datagrams and push-pull frames alike: both are gossip traffic.
-        let bytes: u64 = views.iter().map(|(_, g)| g.stats()).map(|s| s.bytes_out + s.sync_bytes_out).sum();
+        let bytes: u64 = watched.values().map(|w| w.gossip.stats()).map(|s| s.bytes_out + s.sync_bytes_out).sum();
         if obs.converged_ms.is_some() && bytes_at_convergence.is_none() && kill_at.is_none_or(|k| now < k) {
             bytes_at_convergence = Some((bytes, now));
         }
@@ -286,13 +319,25 @@ fn fail(invariant: &'static str, details: String) -> Failure {
     Failure { invariant, details }
 }
 
-fn all_see_all_alive(views: &[(usize, Gossip)], n: usize, dead: &[bool]) -> bool {
-    views.iter().all(|(_, gossip)| {
-        let view = gossip.membership();
-        let view = view.borrow();
-        let alive = view.iter().filter(|m| m.status == MemberStatus::Alive).count();
-        alive >= n - dead.iter().filter(|d| **d).count()
-    })
+fn all_see_all_alive<'a>(mut views: impl Iterator<Item = &'a Watched>, n: usize, dead: &[bool]) -> bool {
+    let live = n - dead.iter().filter(|d| **d).count();
+    views.all(|w| w.summary.alive >= live)
+}
+
+/// What `view` shows that the checks need, from the point of view of agent `observer`.
+fn summarize(view: &Membership, observer: usize, n: usize, late_joiner: Option<usize>) -> ViewSummary {
+    let failed = match view.count(MemberStatus::Failed) {
+        0 => BTreeSet::new(),
+        _ => view
+            .iter()
+            .filter(|m| m.status == MemberStatus::Failed)
+            .filter_map(|m| index_of(&m.name).filter(|m| *m < n))
+            .collect(),
+    };
+    let sees_joiner = late_joiner
+        .filter(|j| *j != observer)
+        .is_some_and(|joiner| view.get(&format!("a{joiner}")).is_some_and(|m| m.status == MemberStatus::Alive));
+    ViewSummary { alive: view.count(MemberStatus::Alive), failed, sees_joiner }
 }
 
 /// Index of an agent from its node name (`a<index>`).
@@ -300,10 +345,13 @@ fn index_of(name: &str) -> Option<usize> {
     name.strip_prefix('a')?.parse().ok()
 }
 
+/// Read the views that changed since the last poll and update what is tracked. A live member's
+/// false failure starts or ends only when the observer's view changes, so reading unchanged views
+/// again could not change what is recorded.
 #[allow(clippy::too_many_arguments)]
 fn observe(
     obs: &mut Observations,
-    views: &[(usize, Gossip)],
+    watched: &mut BTreeMap<usize, Watched>,
     n: usize,
     dead: &[bool],
     killed: &[usize],
@@ -311,42 +359,36 @@ fn observe(
     now_ms: u64,
     trace: &Trace,
 ) {
-    let survivors = views.len().max(1);
-    let mut failed_count: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut joiner_seen = 0usize;
-    for (observer, gossip) in views {
-        let view = gossip.membership();
-        let view = view.borrow();
-        for member in view.iter() {
-            let Some(m) = index_of(&member.name).filter(|m| *m < n) else { continue };
-            let failed = member.status == MemberStatus::Failed;
-            if dead[m] {
-                if failed {
-                    *failed_count.entry(m).or_default() += 1;
-                }
-                continue;
-            }
-            if Some(m) == late_joiner && member.status == MemberStatus::Alive && m != *observer {
-                joiner_seen += 1;
-            }
-            let key = (*observer, m);
-            match (failed, obs.false_failure_since.get(&key).copied()) {
-                (true, None) => {
-                    obs.false_failure_since.insert(key, now_ms);
-                    obs.false_failures += 1;
-                    trace.record(now_ms, format_args!("a{observer} sees live a{m} failed"));
-                }
-                (false, Some(since)) => {
-                    obs.false_failure_since.remove(&key);
-                    obs.longest_false_failure_ms = obs.longest_false_failure_ms.max(now_ms - since);
-                    trace.record(now_ms, format_args!("a{observer} sees a{m} alive again"));
-                }
-                _ => {}
+    let survivors = watched.len().max(1);
+    for w in watched.values_mut() {
+        if !w.membership.has_changed().unwrap_or(false) {
+            continue;
+        }
+        let summary = summarize(&w.membership.borrow_and_update(), w.index, n, late_joiner);
+        let observer = w.index;
+        let live = |m: &usize| !dead[*m];
+        for &m in summary.failed.iter().filter(|m| live(m)) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = obs.false_failure_since.entry((observer, m)) {
+                slot.insert(now_ms);
+                obs.false_failures += 1;
+                trace.record(now_ms, format_args!("a{observer} sees live a{m} failed"));
             }
         }
+        for &m in w.summary.failed.iter().filter(|m| live(m) && !summary.failed.contains(*m)) {
+            if let Some(since) = obs.false_failure_since.remove(&(observer, m)) {
+                obs.longest_false_failure_ms = obs.longest_false_failure_ms.max(now_ms - since);
+                trace.record(now_ms, format_args!("a{observer} sees a{m} alive again"));
+            }
+        }
+        w.summary = summary;
+    }
+    let joiner_seen = watched.values().filter(|w| w.summary.sees_joiner).count();
+    let mut failed_count: BTreeMap<usize, usize> = BTreeMap::new();
+    for &victim in killed.iter().filter(|v| dead[**v]) {
+        failed_count.insert(victim, watched.values().filter(|w| w.summary.failed.contains(&victim)).count());
     }
     if let Some(joiner) = late_joiner {
-        let others = views.iter().filter(|(o, _)| *o != joiner).count().max(1);
+        let others = watched.keys().filter(|o| **o != joiner).count().max(1);
         if obs.join_disseminated_ms.is_none() && joiner_seen as f64 >= (others as f64 * DISSEMINATED).ceil() {
             obs.join_disseminated_ms = Some(now_ms);
             trace.record(now_ms, format_args!("late joiner a{joiner} known to 99.99%"));

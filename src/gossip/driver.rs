@@ -68,6 +68,11 @@ const MAX_PENDING_QUERIES: usize = 16;
 const SYNC_QUEUE: usize = 16;
 /// memberlist's `pushPullScaleThreshold`: push-pull intervals stretch above this many members.
 const PUSH_PULL_SCALE_THRESHOLD: usize = 32;
+/// Gossip intervals between two reads of foca's whole member list (5 s on LAN timing). Every
+/// change the driver can see coming is read at once, by name (see `Driver::flush`); this pass only
+/// catches what that misses, so it can be rare: at 1,000 agents, reading every list every
+/// interval was most of the simulator's time.
+const FULL_RECONCILE_ROUNDS: u32 = 25;
 
 type Swim = Foca<NodeIdentity, WireCodec, SmallRng, Handler>;
 
@@ -186,8 +191,8 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
         timers: BTreeMap::new(),
         timer_seq: 0,
         next_tick: now + config.timing.gossip_interval,
-        view_stale: true,
-        view_synced_at: now,
+        dirty: BTreeSet::new(),
+        full_reconcile_at: now,
         timing: config.timing.clone(),
         reconnect_timeout: config.reconnect_timeout,
         remember_down,
@@ -397,10 +402,11 @@ struct Driver {
     timer_seq: u64,
     /// Housekeeping: reaping, join retries, leave progress.
     next_tick: Instant,
-    /// foca announced a membership change the view has not read yet.
-    view_stale: bool,
-    /// When the view last read foca's member list.
-    view_synced_at: Instant,
+    /// Names whose state in foca may differ from the view: read at the next flush.
+    dirty: BTreeSet<String>,
+    /// When the view next reads foca's whole member list (see [`FULL_RECONCILE_ROUNDS`]); a
+    /// push-pull brings it forward to now.
+    full_reconcile_at: Instant,
     timing: GossipTiming,
     reconnect_timeout: Duration,
     remember_down: Duration,
@@ -662,6 +668,7 @@ impl Driver {
             return;
         }
         self.observe(from, &packet);
+        self.note_updates(&packet);
         let result = if packet.header.message == Message::Announce && packet.header.dst.is_placeholder() {
             // Joining by address: the joiner could not name us, so address it to us now.
             let mut addressed = packet;
@@ -678,6 +685,20 @@ impl Driver {
         };
         if let Err(e) = result {
             tracing::trace!(%from, error = %e, "gossip packet refused by foca");
+        }
+    }
+
+    /// The members a packet may change in foca (its sender, which foca marks alive, and its
+    /// updates) and the view does not already show as the packet says: the view reads them back at
+    /// the next flush.
+    fn note_updates(&mut self, packet: &SwimPacket) {
+        let me = self.foca.identity();
+        let sender = (&packet.header.src, State::Alive);
+        let updates = packet.updates.iter().map(|m| (m.id(), m.state()));
+        for (id, state) in std::iter::once(sender).chain(updates) {
+            if id != me && !self.view.shows(id, state) && !self.dirty.contains(id.name()) {
+                self.dirty.insert(id.name().to_owned());
+            }
         }
     }
 
@@ -743,6 +764,8 @@ impl Driver {
     /// Feed a received member list to foca, one member at a time so that one it refuses does not
     /// stop the rest. New knowledge is gossiped on, as memberlist's merge does.
     fn apply_state(&mut self, members: Members) {
+        // A whole member list: cheaper to read foca's back in one pass than name by name.
+        self.full_reconcile_at = Instant::now();
         let me = self.foca.identity().clone();
         let suspected = members.iter().filter(|m| m.id() == &me && m.state() == State::Suspect);
         if let Some(incarnation) = suspected.map(|m| m.incarnation()).max() {
@@ -808,6 +831,9 @@ impl Driver {
         // foca's order for timers due together: an indirect probe before the next probe.
         due.sort_by(|a, b| a.1.cmp(&b.1));
         for (_, timer) in due {
+            if let Timer::ChangeSuspectToDown { member_id: id, .. } | Timer::RemoveDown(id) = &timer {
+                self.dirty.insert(id.name().to_owned());
+            }
             if let Err(e) = self.foca.handle_timer(timer, &mut self.runtime) {
                 tracing::debug!(error = %e, "gossip timer");
             }
@@ -848,7 +874,6 @@ impl Driver {
     async fn flush(&mut self) {
         let now = Instant::now();
         while let Some(notification) = self.runtime.to_notify() {
-            self.view_stale = true;
             self.on_notification(notification);
         }
         while let Some((after, timer)) = self.runtime.to_schedule() {
@@ -858,24 +883,29 @@ impl Driver {
             match broadcast {
                 Broadcast::LeaveIntent { name, generation } => {
                     self.view.record_leave_intent(&name, generation);
-                    self.view_stale = true;
+                    self.dirty.insert(name);
                 }
                 Broadcast::KeyringQuery(query) => self.answer_keyring_query(query),
                 Broadcast::Unknown { .. } => {}
             }
         }
         self.view.set_me(self.foca.identity().clone(), now);
-        // Reading foca's whole member list costs O(n): do it when foca announced a change (a
-        // member up, down or renamed), and every gossip interval for what it does not announce
-        // (suspicion), not after every datagram, which made each event O(n) at 1,000 agents.
-        if self.view_stale || now >= self.view_synced_at + self.timing.gossip_interval {
-            self.view.reconcile(self.foca.iter_membership_state(), now);
-            (self.view_stale, self.view_synced_at) = (false, now);
+        // Only the members that may have changed are read back from foca (one pass over its list,
+        // comparing names); the whole list is read on a push-pull and every
+        // `FULL_RECONCILE_ROUNDS` gossip intervals, for anything the names missed.
+        if now >= self.full_reconcile_at {
+            self.view.reconcile(self.foca.iter_membership_state(), None, now);
+            self.full_reconcile_at = now + self.timing.gossip_interval * FULL_RECONCILE_ROUNDS;
+            self.dirty.clear();
+        } else if !self.dirty.is_empty() {
+            self.view.reconcile(self.foca.iter_membership_state(), Some(&self.dirty), now);
+            self.dirty.clear();
         }
         if self.view.take_changed() {
+            // O(1): the view shares its storage with the snapshot.
             self.membership_tx.send_replace(self.view.membership());
+            self.rescale();
         }
-        self.rescale();
         self.counters.local_health.store(self.health.score(), Ordering::Relaxed);
         while let Some((to, body)) = self.runtime.to_send() {
             let mut plain = Vec::with_capacity(ENVELOPE_BYTES + body.len());
@@ -900,6 +930,13 @@ impl Driver {
 
     fn on_notification(&mut self, notification: OwnedNotification<NodeIdentity>) {
         match notification {
+            OwnedNotification::MemberUp(id) | OwnedNotification::MemberDown(id) => {
+                self.dirty.insert(id.name().to_owned());
+            }
+            OwnedNotification::Rename(old, new) => {
+                self.dirty.insert(old.name().to_owned());
+                self.dirty.insert(new.name().to_owned());
+            }
             OwnedNotification::Rejoin(id) => {
                 tracing::info!(
                     generation = id.generation(),
@@ -925,7 +962,12 @@ impl Driver {
                 self.health.probe_started(probed_id.clone());
                 after * self.health.multiplier()
             }
-            Timer::ProbeRandomMember(_) | Timer::ChangeSuspectToDown { .. } => after * self.health.multiplier(),
+            Timer::ChangeSuspectToDown { member_id, .. } => {
+                // foca has just suspected it (our probe failed, or an update said so).
+                self.dirty.insert(member_id.name().to_owned());
+                after * self.health.multiplier()
+            }
+            Timer::ProbeRandomMember(_) => after * self.health.multiplier(),
             _ => after,
         };
         self.timer_seq += 1;

@@ -28,10 +28,27 @@ pub struct NodeIdentity {
 /// What makes two identities "the same member": name and gossip address. Foca keeps at most one
 /// identity per `IdentityAddr` and resolves conflicts with [`NodeIdentity::win_addr_conflict`].
 /// (foca 1.x called this `has_same_prefix`.)
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct IdentityAddr {
     pub name: Arc<str>,
     pub addr: SocketAddr,
+}
+
+/// The address first: foca 2 finds a member by comparing its `IdentityAddr` with every member's
+/// in turn (the largest cost at 1,000 agents), and two members almost always differ in address,
+/// which compares without reading the names. Equal exactly when the derived order says so.
+impl PartialEq for IdentityAddr {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr == other.addr && self.name == other.name
+    }
+}
+
+/// As derived (name, then address), written out because `PartialEq` is.
+impl std::hash::Hash for IdentityAddr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.addr.hash(state);
+    }
 }
 
 impl NodeIdentity {

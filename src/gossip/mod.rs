@@ -134,37 +134,132 @@ impl Member {
 
 /// The whole LAN pool as this agent sees it, by node name. Published on every change through a
 /// `tokio::sync::watch` channel; readers take a snapshot and never hold it across an await.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Members are kept sorted by name in chunks of at most [`CHUNK_MAX`], each behind an `Arc`, so
+/// that a snapshot costs O(1) to take (one `Arc` clone) and a change copies one chunk and the
+/// chunk list, not the whole pool: the gossip driver publishes on every change, and at 1,000
+/// agents a full copy per change made starting the pool quadratic per agent. Counts by status
+/// are kept as members change, so sizes are O(1) too.
+#[derive(Clone, Default)]
 pub struct Membership {
-    members: BTreeMap<String, Member>,
+    chunks: Arc<Vec<Arc<Vec<Member>>>>,
+    len: usize,
+    /// Members by [`MemberStatus`], indexed by `status_index`.
+    by_status: [usize; 4],
+}
+
+/// A chunk that grows past this is split in two.
+const CHUNK_MAX: usize = 64;
+
+fn status_index(status: MemberStatus) -> usize {
+    match status {
+        MemberStatus::Alive => 0,
+        MemberStatus::Suspect => 1,
+        MemberStatus::Failed => 2,
+        MemberStatus::Left => 3,
+    }
 }
 
 impl Membership {
-    /// A view holding exactly `members` (the gossip driver builds it; tests build their own).
+    /// A view holding exactly `members` (the gossip driver builds it; tests build their own). Of
+    /// two members with one name, the later wins.
     pub fn from_members(members: impl IntoIterator<Item = Member>) -> Self {
-        Membership { members: members.into_iter().map(|m| (m.name.clone(), m)).collect() }
+        let mut view = Membership::default();
+        for member in members {
+            view.upsert(member);
+        }
+        view
     }
 
     pub fn get(&self, name: &str) -> Option<&Member> {
-        self.members.get(name)
+        let chunk = self.chunks.get(self.chunk_for(name))?;
+        chunk.binary_search_by(|m| m.name.as_str().cmp(name)).ok().map(|i| &chunk[i])
     }
 
     /// Every member, this agent included, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.chunks.iter().flat_map(|chunk| chunk.iter())
     }
 
     pub fn len(&self) -> usize {
-        self.members.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.len == 0
+    }
+
+    /// How many members are in `status`, this agent included. O(1).
+    pub fn count(&self, status: MemberStatus) -> usize {
+        self.by_status[status_index(status)]
     }
 
     /// The servers of `datacenter`, in any status.
     pub fn servers<'a>(&'a self, datacenter: &'a str) -> impl Iterator<Item = &'a Member> + 'a {
         self.iter().filter(move |m| m.meta.role == Role::Server && m.meta.datacenter == datacenter)
+    }
+
+    /// Insert `member`, or replace the one with its name. Copies at most one chunk (and the list
+    /// of chunks) if a snapshot still shares them.
+    pub(crate) fn upsert(&mut self, member: Member) {
+        self.by_status[status_index(member.status)] += 1;
+        let chunks = Arc::make_mut(&mut self.chunks);
+        if chunks.is_empty() {
+            chunks.push(Arc::new(vec![member]));
+            self.len += 1;
+            return;
+        }
+        // The first chunk whose last name is not below ours, else the last chunk.
+        let index = chunks.partition_point(|c| c.last().is_some_and(|m| m.name < member.name)).min(chunks.len() - 1);
+        let chunk = Arc::make_mut(&mut chunks[index]);
+        match chunk.binary_search_by(|m| m.name.cmp(&member.name)) {
+            Ok(at) => {
+                let old = std::mem::replace(&mut chunk[at], member);
+                self.by_status[status_index(old.status)] -= 1;
+            }
+            Err(at) => {
+                chunk.insert(at, member);
+                self.len += 1;
+                if chunk.len() > CHUNK_MAX {
+                    let upper = chunk.split_off(chunk.len() / 2);
+                    chunks.insert(index + 1, Arc::new(upper));
+                }
+            }
+        }
+    }
+
+    /// Remove the member called `name`, if listed.
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Member> {
+        let index = self.chunk_for(name);
+        let at = self.chunks.get(index)?.binary_search_by(|m| m.name.as_str().cmp(name)).ok()?;
+        let chunks = Arc::make_mut(&mut self.chunks);
+        let chunk = Arc::make_mut(&mut chunks[index]);
+        let removed = chunk.remove(at);
+        if chunk.is_empty() {
+            chunks.remove(index);
+        }
+        self.len -= 1;
+        self.by_status[status_index(removed.status)] -= 1;
+        Some(removed)
+    }
+
+    /// The chunk that holds `name` if any does (an index past the end if none can).
+    fn chunk_for(&self, name: &str) -> usize {
+        self.chunks.partition_point(|c| c.last().is_some_and(|m| m.name.as_str() < name))
+    }
+}
+
+impl PartialEq for Membership {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Membership {}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter().map(|m| (&m.name, m))).finish()
     }
 }
 
@@ -508,16 +603,14 @@ impl Gossip {
     }
 
     pub fn stats(&self) -> GossipStats {
-        let mut stats = self.inner.counters.snapshot();
-        for member in self.inner.membership.borrow().iter() {
-            match member.status {
-                MemberStatus::Alive => stats.members_alive += 1,
-                MemberStatus::Suspect => stats.members_suspect += 1,
-                MemberStatus::Failed => stats.members_failed += 1,
-                MemberStatus::Left => stats.members_left += 1,
-            }
+        let view = self.inner.membership.borrow();
+        GossipStats {
+            members_alive: view.count(MemberStatus::Alive),
+            members_suspect: view.count(MemberStatus::Suspect),
+            members_failed: view.count(MemberStatus::Failed),
+            members_left: view.count(MemberStatus::Left),
+            ..self.inner.counters.snapshot()
         }
-        stats
     }
 
     /// This agent's keyring, if gossip is encrypted.
@@ -538,13 +631,8 @@ impl Gossip {
     /// members on LAN timing). The query spreads by gossip, so the wait grows with the rounds it
     /// needs to reach everyone.
     pub fn query_timeout(&self) -> Duration {
-        let live = self
-            .inner
-            .membership
-            .borrow()
-            .iter()
-            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
-            .count();
+        let view = self.inner.membership.borrow();
+        let live = view.count(MemberStatus::Alive) + view.count(MemberStatus::Suspect);
         let rounds = ((live + 1) as f64).log10().ceil().max(1.0) as u32;
         self.inner.timing.gossip_interval * QUERY_TIMEOUT_MULT * rounds
     }
@@ -578,5 +666,78 @@ impl Gossip {
             mpsc::error::TrySendError::Full(_) => GossipError::Busy,
             mpsc::error::TrySendError::Closed(_) => GossipError::ShutDown,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn member(index: u16, status: MemberStatus) -> Member {
+        Member {
+            name: format!("m{index}"),
+            addr: SocketAddr::from(([10, 0, 0, 1], index)),
+            meta: MemberMeta {
+                role: Role::Client,
+                datacenter: "dc1".into(),
+                node_id: format!("id-{index}"),
+                server_port: None,
+                build: "0.1.0".into(),
+                protocol: PROTOCOL_VERSION,
+            },
+            status,
+            generation: 1,
+            status_since: tokio::time::Instant::now(),
+        }
+    }
+
+    fn status() -> impl Strategy<Value = MemberStatus> {
+        prop_oneof![
+            Just(MemberStatus::Alive),
+            Just(MemberStatus::Suspect),
+            Just(MemberStatus::Failed),
+            Just(MemberStatus::Left)
+        ]
+    }
+
+    proptest! {
+        /// The chunked view behaves as a sorted map by name, with counts by status, however
+        /// members are added, replaced and removed, and a snapshot taken before a change does not
+        /// see it.
+        #[test]
+        fn membership_is_a_sorted_map(ops in proptest::collection::vec((0u16..400, proptest::option::of(status())), 0..600)) {
+            let mut view = Membership::default();
+            let mut model: BTreeMap<String, Member> = BTreeMap::new();
+            let mut snapshots = Vec::new();
+            for (i, (index, status)) in ops.into_iter().enumerate() {
+                match status {
+                    Some(status) => {
+                        let m = member(index, status);
+                        model.insert(m.name.clone(), m.clone());
+                        view.upsert(m);
+                    }
+                    None => {
+                        let name = format!("m{index}");
+                        prop_assert_eq!(view.remove(&name), model.remove(&name));
+                    }
+                }
+                if i % 50 == 0 {
+                    snapshots.push((view.clone(), model.clone()));
+                }
+            }
+            prop_assert!(view.iter().eq(model.values()));
+            prop_assert_eq!(view.len(), model.len());
+            for status in [MemberStatus::Alive, MemberStatus::Suspect, MemberStatus::Failed, MemberStatus::Left] {
+                prop_assert_eq!(view.count(status), model.values().filter(|m| m.status == status).count());
+            }
+            for index in 0..400 {
+                let name = format!("m{index}");
+                prop_assert_eq!(view.get(&name), model.get(&name));
+            }
+            for (snapshot, then) in snapshots {
+                prop_assert!(snapshot.iter().eq(then.values()));
+            }
+        }
     }
 }

@@ -11,6 +11,11 @@
 //!   the tombstone timeout; then they are reaped (and remembered as reaped for as long as foca still
 //!   holds their identity, so they do not come back);
 //! - this agent is always listed, `Alive` until it leaves.
+//!
+//! Cost: the published [`Membership`] is updated in place, one member at a time, so publishing it
+//! is O(1); a reconcile can be limited to the names that may have changed (the driver knows them
+//! from foca's notifications, timers and the updates a packet carried), which makes it one cheap
+//! pass over foca's list instead of a sorted rebuild of the whole view.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -36,6 +41,8 @@ struct Entry {
 pub(crate) struct View {
     me: Entry,
     others: BTreeMap<String, Entry>,
+    /// `me` and `others` as the rest of the agent reads them, kept in step with every change.
+    published: Membership,
     /// Highest generation known to have left, by name.
     leave_intents: BTreeMap<String, u64>,
     /// Identities reaped while foca still remembers them as down.
@@ -46,8 +53,10 @@ pub(crate) struct View {
 
 impl View {
     pub(crate) fn new(me: NodeIdentity, now: Instant) -> Self {
+        let me = Entry { id: me, status: MemberStatus::Alive, since: now };
         View {
-            me: Entry { id: me, status: MemberStatus::Alive, since: now },
+            published: Membership::from_members([member(&me)]),
+            me,
             others: BTreeMap::new(),
             leave_intents: BTreeMap::new(),
             reaped: BTreeSet::new(),
@@ -67,7 +76,11 @@ impl View {
     /// Our identity changed (foca renewed it after a false verdict).
     pub(crate) fn set_me(&mut self, id: NodeIdentity, now: Instant) {
         if self.me.id != id {
+            if self.me.id.name() != id.name() {
+                self.published.remove(self.me.id.name());
+            }
             self.me = Entry { id, status: self.me.status, since: now };
+            self.published.upsert(member(&self.me));
             self.changed = true;
         }
     }
@@ -76,6 +89,7 @@ impl View {
         if self.me.status != MemberStatus::Left {
             self.me.status = MemberStatus::Left;
             self.me.since = now;
+            self.published.upsert(member(&self.me));
             self.changed = true;
         }
     }
@@ -95,12 +109,21 @@ impl View {
         self.others.get(name).map(|e| (&e.id, e.status))
     }
 
-    /// Bring the view in line with foca's member states.
-    pub(crate) fn reconcile<'a>(&mut self, foca: impl Iterator<Item = &'a FocaMember<NodeIdentity>>, now: Instant) {
+    /// Bring the view in line with foca's member states: all of them, or with `only`, just the
+    /// members with those names (the rest are left as they are, reaped ones included).
+    pub(crate) fn reconcile<'a>(
+        &mut self,
+        foca: impl Iterator<Item = &'a FocaMember<NodeIdentity>>,
+        only: Option<&BTreeSet<String>>,
+        now: Instant,
+    ) {
         let mut best: BTreeMap<&str, (&NodeIdentity, MemberStatus)> = BTreeMap::new();
         let mut still_down = BTreeSet::new();
         for member in foca {
             let id = member.id();
+            if only.is_some_and(|names| !names.contains(id.name())) {
+                continue;
+            }
             if member.state() == State::Down && self.reaped.contains(id) {
                 still_down.insert(id.clone());
                 continue;
@@ -114,23 +137,32 @@ impl View {
                 best.insert(id.name(), (id, status));
             }
         }
-        self.reaped = still_down;
+        match only {
+            None => self.reaped = still_down,
+            Some(names) => self.reaped.retain(|id| !names.contains(id.name()) || still_down.contains(id)),
+        }
 
-        let mut changed = false;
         for (name, (id, status)) in best {
-            match self.others.get_mut(name) {
+            match self.others.get(name) {
                 Some(entry) if entry.id == *id && entry.status == status => {}
-                Some(entry) => {
-                    *entry = Entry { id: id.clone(), status, since: now };
-                    changed = true;
-                }
-                None => {
-                    self.others.insert(name.to_owned(), Entry { id: id.clone(), status, since: now });
-                    changed = true;
-                }
+                _ => self.set_other(name, Entry { id: id.clone(), status, since: now }),
             }
         }
-        self.changed |= changed;
+    }
+
+    /// Whether the view already shows foca's `state` for `id`: if so, an update saying so cannot
+    /// change it.
+    pub(crate) fn shows(&self, id: &NodeIdentity, state: State) -> bool {
+        self.others.get(id.name()).is_some_and(|e| e.id == *id && e.status == self.status_of(id, state))
+    }
+
+    fn set_other(&mut self, name: &str, entry: Entry) {
+        // An older identity of ours that foca still lists never hides this agent.
+        if name != self.me.id.name() {
+            self.published.upsert(member(&entry));
+        }
+        self.others.insert(name.to_owned(), entry);
+        self.changed = true;
     }
 
     fn status_of(&self, id: &NodeIdentity, state: State) -> MemberStatus {
@@ -158,6 +190,9 @@ impl View {
             .map(|(name, _)| name.clone())
             .collect();
         for name in &expired {
+            if name != self.me.id.name() {
+                self.published.remove(name);
+            }
             if let Some(entry) = self.others.remove(name) {
                 if self.leave_intents.get(name).is_some_and(|g| *g <= entry.id.generation()) {
                     self.leave_intents.remove(name);
@@ -168,21 +203,28 @@ impl View {
         self.changed |= !expired.is_empty();
     }
 
+    /// The view to publish: O(1), it shares its storage with the view.
     pub(crate) fn membership(&self) -> Membership {
-        let me = std::iter::once(&self.me);
-        Membership::from_members(me.chain(self.others.values()).map(|e| Member {
-            name: e.id.name().to_owned(),
-            addr: e.id.addr(),
-            meta: e.id.meta().clone(),
-            status: e.status,
-            generation: e.id.generation(),
-            status_since: e.since,
-        }))
+        self.published.clone()
     }
 
     /// Members (this agent included) answering or under suspicion: the cluster size for scaling.
+    /// O(1): counted as members change.
     pub(crate) fn active_count(&self) -> usize {
-        1 + self.others.values().filter(|e| matches!(e.status, MemberStatus::Alive | MemberStatus::Suspect)).count()
+        let active = self.published.count(MemberStatus::Alive) + self.published.count(MemberStatus::Suspect);
+        let me_active = usize::from(matches!(self.me.status, MemberStatus::Alive | MemberStatus::Suspect));
+        1 + active - me_active
+    }
+}
+
+fn member(entry: &Entry) -> Member {
+    Member {
+        name: entry.id.name().to_owned(),
+        addr: entry.id.addr(),
+        meta: entry.id.meta().clone(),
+        status: entry.status,
+        generation: entry.id.generation(),
+        status_since: entry.since,
     }
 }
 
@@ -227,7 +269,7 @@ mod tests {
         view.record_leave_intent("d", 5);
         view.record_leave_intent("c", 4);
         assert!(view.take_changed(), "a new view is published once");
-        view.reconcile(foca.iter(), now);
+        view.reconcile(foca.iter(), None, now);
         assert!(view.take_changed());
         assert_eq!(status(&view, "me"), Some(MemberStatus::Alive));
         assert_eq!(status(&view, "a"), Some(MemberStatus::Alive));
@@ -235,12 +277,12 @@ mod tests {
         assert_eq!(status(&view, "c"), Some(MemberStatus::Failed), "intent for an older generation");
         assert_eq!(status(&view, "d"), Some(MemberStatus::Left));
         assert_eq!(view.active_count(), 3);
-        view.reconcile(foca.iter(), now);
+        view.reconcile(foca.iter(), None, now);
         assert!(!view.take_changed(), "no change the second time");
 
         // The intent for c's generation arrives late: failed becomes left.
         view.record_leave_intent("c", 5);
-        view.reconcile(foca.iter(), now);
+        view.reconcile(foca.iter(), None, now);
         assert!(view.take_changed());
         assert_eq!(status(&view, "c"), Some(MemberStatus::Left));
     }
@@ -254,7 +296,7 @@ mod tests {
         let mut foca =
             vec![FocaMember::new(id("f", 2, 0), 0, State::Down), FocaMember::new(id("l", 3, 0), 0, State::Down)];
         view.record_leave_intent("l", 0);
-        view.reconcile(foca.iter(), t0);
+        view.reconcile(foca.iter(), None, t0);
         view.take_changed();
         let (reconnect, tombstone) = (Duration::from_secs(10), Duration::from_secs(20));
         view.reap(t0 + Duration::from_secs(9), reconnect, tombstone);
@@ -267,10 +309,10 @@ mod tests {
         assert!(view.take_changed());
         assert_eq!(status(&view, "l"), None);
 
-        view.reconcile(foca.iter(), t0 + Duration::from_secs(21));
+        view.reconcile(foca.iter(), None, t0 + Duration::from_secs(21));
         assert!(!view.take_changed(), "reaped stay reaped");
         foca.push(FocaMember::new(id("f", 2, 1), 0, State::Alive));
-        view.reconcile(foca.iter(), t0 + Duration::from_secs(22));
+        view.reconcile(foca.iter(), None, t0 + Duration::from_secs(22));
         assert!(view.take_changed());
         assert_eq!(status(&view, "f"), Some(MemberStatus::Alive));
 
@@ -285,8 +327,36 @@ mod tests {
         let now = Instant::now();
         let mut view = View::new(id("me", 1, 0), now);
         let foca = [FocaMember::new(id("a", 2, 7), 0, State::Down), FocaMember::new(id("a", 9, 1), 0, State::Alive)];
-        view.reconcile(foca.iter(), now);
+        view.reconcile(foca.iter(), None, now);
         let a = view.membership().get("a").cloned().unwrap();
         assert_eq!((a.status, a.addr.port(), a.generation), (MemberStatus::Alive, 9, 1));
+    }
+
+    /// A reconcile limited to some names leaves the other members as they were, and a full one
+    /// catches up; the active count follows both.
+    #[tokio::test]
+    async fn reconcile_by_name() {
+        let now = Instant::now();
+        let mut view = View::new(id("me", 1, 0), now);
+        let mut foca =
+            [FocaMember::new(id("a", 2, 0), 0, State::Alive), FocaMember::new(id("b", 3, 0), 0, State::Alive)];
+        view.reconcile(foca.iter(), None, now);
+        assert_eq!(view.active_count(), 3);
+        view.take_changed();
+        foca[0] = FocaMember::new(id("a", 2, 0), 1, State::Suspect);
+        foca[1] = FocaMember::new(id("b", 3, 0), 0, State::Down);
+        view.reconcile(foca.iter(), Some(&BTreeSet::from(["a".to_owned()])), now);
+        assert!(view.take_changed());
+        assert_eq!(status(&view, "a"), Some(MemberStatus::Suspect));
+        assert_eq!(status(&view, "b"), Some(MemberStatus::Alive), "not named: not read");
+        assert_eq!(view.active_count(), 3);
+        assert!(!view.shows(&id("b", 3, 0), State::Down));
+        view.reconcile(foca.iter(), None, now);
+        assert_eq!(status(&view, "b"), Some(MemberStatus::Failed));
+        assert_eq!(view.active_count(), 2);
+        assert!(view.shows(&id("b", 3, 0), State::Down));
+        assert_eq!(view.membership().count(MemberStatus::Failed), 1);
+        view.mark_self_left(now);
+        assert_eq!(view.active_count(), 2, "this agent counts as active until it is gone");
     }
 }
