@@ -1,7 +1,9 @@
 //! The client agents' services in the catalog: waiting until the agents' anti-entropy has
 //! registered them, and sampling, from a host of its own, what every server answers to
-//! `GET /v1/health/service/<name>?passing&stale` (each server's own view, as a user asking that
-//! server sees it). [`crate::check::catalog`] judges the samples.
+//! `GET /v1/health/service/<name>?passing&stale` and to the DNS question
+//! `<name>.service.consul A` (each server's own view, as a user asking that server sees it).
+//! [`crate::check::catalog`] judges the samples: an instance counts as shown only when both
+//! interfaces of every answering server show it, and as gone only when neither does.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -15,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::check::catalog::Sample;
-use crate::cluster::{http_addr, Host};
+use crate::cluster::{agent_ip, http_addr, Host};
 use crate::faults::SharedCluster;
 use crate::http::request;
 
@@ -71,8 +73,21 @@ async fn passing_nodes(servers: &[SocketAddr], service: &str) -> Vec<BTreeSet<St
     answers
 }
 
-/// One sample of every agent: visible when every answering server lists it for every service,
-/// hidden when none lists it for any.
+/// For each up server whose DNS interface answers, the agents behind the A records of
+/// `<service>.service.consul`.
+async fn dns_nodes(servers: &[SocketAddr], service: &str, agents: usize) -> Vec<BTreeSet<String>> {
+    let mut answers = Vec::new();
+    for server in servers {
+        let dns = SocketAddr::new(server.ip(), cairn::config::Ports::default().dns);
+        let Some(addresses) = crate::dns::service_a_records(dns, service, ANSWER_WITHIN).await else { continue };
+        let named = (0..agents).filter(|&i| addresses.contains(&agent_ip(i))).map(|i| format!("a{i}")).collect();
+        answers.push(named);
+    }
+    answers
+}
+
+/// One sample of every agent: visible when every answering server lists it for every service
+/// over HTTP and DNS, hidden when none lists it for any.
 async fn sample(cluster: &SharedCluster, services: &[String], start: Instant) -> Vec<Sample> {
     let at_ms = start.elapsed().as_millis() as u64;
     let (servers, agents) = {
@@ -83,6 +98,7 @@ async fn sample(cluster: &SharedCluster, services: &[String], start: Instant) ->
     let mut answers = Vec::new();
     for service in services {
         answers.extend(passing_nodes(&servers, service).await);
+        answers.extend(dns_nodes(&servers, service, agents).await);
     }
     let until_ms = start.elapsed().as_millis() as u64;
     (0..agents)

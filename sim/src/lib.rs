@@ -30,6 +30,8 @@ pub mod cli;
 #[cfg(madsim)]
 pub mod cluster;
 #[cfg(madsim)]
+pub mod dns;
+#[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
 pub mod gossip_run;

@@ -173,7 +173,8 @@ async fn serve_tcp(mut stream: TcpStream, shared: Arc<Shared>) {
         let mut framed = Vec::with_capacity(reply.len() + 2);
         framed.extend_from_slice(&reply_len.to_be_bytes());
         framed.extend_from_slice(&reply);
-        if stream.write_all(&framed).await.is_err() {
+        // Flushed: a buffering stream (the simulator's) would otherwise hold the answer.
+        if stream.write_all(&framed).await.is_err() || stream.flush().await.is_err() {
             return;
         }
     }

@@ -1,0 +1,47 @@
+//! A minimal DNS client for the simulator: one question over the simulated TCP (TCP carries every
+//! record; UDP answers are cut to Consul's `udp_answer_limit` of 3), decoded with the same codec
+//! the agent uses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The IPv4 addresses in the answer section of `<service>.service.consul. A`, asked of the DNS
+/// server at `addr`; `None` if it did not answer within `limit` or answered with an error other
+/// than "no such name" (an existing name with no healthy instance answers with no records).
+pub async fn service_a_records(addr: SocketAddr, service: &str, limit: Duration) -> Option<Vec<IpAddr>> {
+    let name = Name::from_ascii(format!("{service}.service.consul.")).ok()?;
+    let mut query = Message::new(0x5157, MessageType::Query, OpCode::Query);
+    query.queries.push(Query::query(name, RecordType::A));
+    let bytes = query.to_vec().ok()?;
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        stream.write_all(&(bytes.len() as u16).to_be_bytes()).await.ok()?;
+        stream.write_all(&bytes).await.ok()?;
+        stream.flush().await.ok()?;
+        let mut prefix = [0u8; 2];
+        stream.read_exact(&mut prefix).await.ok()?;
+        let mut body = vec![0u8; u16::from_be_bytes(prefix) as usize];
+        stream.read_exact(&mut body).await.ok()?;
+        Message::from_vec(&body).ok()
+    };
+    let reply = tokio::time::timeout(limit, exchange).await.ok()??;
+    match reply.metadata.response_code {
+        ResponseCode::NoError | ResponseCode::NXDomain => {}
+        _ => return None,
+    }
+    Some(
+        reply
+            .answers
+            .iter()
+            .filter_map(|record| match &record.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                _ => None,
+            })
+            .collect(),
+    )
+}
