@@ -266,9 +266,21 @@ async fn simulate(scenario: GossipScenario) -> (u64, Option<Failure>, RunStats, 
             match obs.all_failed_ms.get(&victim) {
                 Some(at) => detect.push(at - kill_ms),
                 None => {
+                    let name = format!("a{victim}");
+                    let missing: Vec<String> = watched
+                        .values()
+                        .filter(|w| !w.summary.failed.contains(&victim))
+                        .map(|w| {
+                            let status = w.gossip.membership().borrow().get(&name).map(|m| m.status);
+                            format!("a{} ({status:?})", w.index)
+                        })
+                        .collect();
                     failure = failure.or(Some(fail(
                         "failure-detection",
-                        format!("killed agent a{victim} was not seen failed by every survivor by the end"),
+                        format!(
+                            "killed agent a{victim} was not seen failed by every survivor by the end; not by {}",
+                            missing.join(", ")
+                        ),
                     )))
                 }
             }

@@ -189,6 +189,7 @@ pub(crate) async fn start(config: GossipConfig) -> Result<Gossip, GossipError> {
         health: LocalHealth::default(),
         last_refuted: None,
         timers: BTreeMap::new(),
+        suspected: BTreeMap::new(),
         timer_seq: 0,
         next_tick: now + config.timing.gossip_interval,
         dirty: BTreeSet::new(),
@@ -400,6 +401,9 @@ struct Driver {
     last_refuted: Option<u16>,
     timers: BTreeMap<(Instant, u64), Timer<NodeIdentity>>,
     timer_seq: u64,
+    /// Members foca holds as suspect, since when this driver first saw them so, and at which
+    /// incarnation (see [`Driver::expire_suspicions`]).
+    suspected: BTreeMap<NodeIdentity, (Instant, u16)>,
     /// Housekeeping: reaping, join retries, leave progress.
     next_tick: Instant,
     /// Names whose state in foca may differ from the view: read at the next flush.
@@ -840,7 +844,42 @@ impl Driver {
         }
     }
 
+    /// foca starts the suspect-to-down timer only for members its own probe suspected; a
+    /// suspicion learned from another member's gossip waits for this member's own probe of the
+    /// suspect, up to a whole probe round away, and if the `down` broadcasts are lost meanwhile
+    /// (packet loss), the member stays suspect here far past the suspicion timeout (the
+    /// gossip-failure-detection scenario found a survivor holding a dead member suspect for 30 s).
+    /// memberlist starts the timer however it learned of the suspicion; so does this: a member
+    /// suspect at one incarnation for the suspicion timeout (stretched by local health, plus one
+    /// probe interval for the prober's own timer to win) is declared down, as foca's timer would.
+    fn expire_suspicions(&mut self, now: Instant) {
+        let limit = self.config.suspect_to_down_after * self.health.multiplier() + self.timing.probe_interval;
+        let mut still = BTreeMap::new();
+        let mut overdue = Vec::new();
+        for member in self.foca.iter_membership_state().filter(|m| m.state() == State::Suspect) {
+            let (id, incarnation) = (member.id().clone(), member.incarnation());
+            let since = match self.suspected.get(&id) {
+                Some((since, seen)) if *seen == incarnation => *since,
+                _ => now,
+            };
+            if now.saturating_duration_since(since) >= limit {
+                overdue.push(foca::Member::new(id, incarnation, State::Down));
+            } else {
+                still.insert(id, (since, incarnation));
+            }
+        }
+        self.suspected = still;
+        for down in overdue {
+            self.dirty.insert(down.id().name().to_owned());
+            tracing::debug!(member = %down.id().name(), "suspicion timed out without our own probe; declaring down");
+            if let Err(e) = self.foca.apply_many(std::iter::once(down), false, &mut self.runtime) {
+                tracing::debug!(error = %e, "declaring a suspect down");
+            }
+        }
+    }
+
     fn housekeeping(&mut self, now: Instant) {
+        self.expire_suspicions(now);
         self.view.reap(now, self.reconnect_timeout, self.timing.tombstone_timeout);
         self.joins.retain(|j| !j.answered.is_closed());
         let mut retry = BTreeSet::new();
