@@ -262,14 +262,7 @@ fn a_client_agent_syncs_its_services_through_a_server() {
     let dir = TempDir::new("agent-client-sync");
     let server_ports = AgentPorts::free();
     let server = server(&dir, server_ports, &[]);
-    let client_ports = AgentPorts::free();
-    let join = format!("127.0.0.1:{}", server_ports.serf_lan);
-    let args: Vec<String> = ["-node", "c1", "-bind", "127.0.0.1", "-retry-join", &join, "-data-dir"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([dir.path().join("client").display().to_string()])
-        .collect();
-    let client = Agent::start(&args, client_ports, dir.path().join("client.log"));
+    let client = common::start_client(&dir, &server, "c1");
     let (saddr, caddr) = (server.http(), client.http());
     wait_until(DEADLINE, "the client to answer", || {
         common::http(caddr, "GET", "/v1/agent/self", b"").is_ok_and(|answer| answer.status == 200)

@@ -150,11 +150,7 @@ fn blocking_health_query_wakes_on_its_check() {
 fn a_client_agent_forwards_catalog_requests() {
     let dir = TempDir::new("catalog-client");
     let server = dev_agent(&dir);
-    let join = format!("127.0.0.1:{}", server.ports.serf_lan);
-    let data_dir = dir.path().join("c1").display().to_string();
-    let args =
-        ["-node", "c1", "-bind", "127.0.0.1", "-data-dir", &data_dir, "-retry-join", &join, "-retry-interval", "200ms"];
-    let client = Agent::start(&args.map(String::from), AgentPorts::free(), dir.path().join("c1.log"));
+    let client = common::start_client(&dir, &server, "c1");
     let addr = client.http();
     wait_until(Duration::from_secs(30), "the leader to register the client", || {
         let checks = common::http(addr, "GET", "/v1/health/node/c1", b"").ok().filter(|r| r.status == 200);

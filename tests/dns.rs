@@ -225,11 +225,7 @@ fn hostile_packets_do_not_stop_the_server() {
 fn a_client_agent_answers_from_its_view_of_the_servers() {
     let dir = TempDir::new("dns-client");
     let server = dev_agent(&dir);
-    let join = format!("127.0.0.1:{}", server.ports.serf_lan);
-    let data_dir = dir.path().join("c1").display().to_string();
-    let args =
-        ["-node", "c1", "-bind", "127.0.0.1", "-data-dir", &data_dir, "-retry-join", &join, "-retry-interval", "200ms"];
-    let client = Agent::start(&args.map(String::from), AgentPorts::free(), dir.path().join("c1.log"));
+    let client = common::start_client(&dir, &server, "c1");
     let dns = dns_addr(&client);
     register(&server, "ext1", "10.0.0.5", 8080, &[], "passing");
     register(&server, "ext2", "10.0.0.6", 8081, &[], "passing");

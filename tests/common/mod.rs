@@ -120,6 +120,15 @@ impl Agent {
     }
 }
 
+/// Start a client agent `name` that joins `server`'s LAN pool, keeping its data and log in `dir`.
+pub fn start_client(dir: &TempDir, server: &Agent, name: &str) -> Agent {
+    let join = format!("127.0.0.1:{}", server.ports.serf_lan);
+    let data_dir = dir.path().join(name).display().to_string();
+    let args =
+        ["-node", name, "-bind", "127.0.0.1", "-data-dir", &data_dir, "-retry-join", &join, "-retry-interval", "200ms"];
+    Agent::start(&args.map(String::from), AgentPorts::free(), dir.path().join(format!("{name}.log")))
+}
+
 /// Run the `cairn <args>` CLI against `agent`'s HTTP API; (success, stdout, stderr).
 pub fn cli(agent: &Agent, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_cairn"))
