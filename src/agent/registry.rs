@@ -35,8 +35,11 @@ pub enum RegistryError {
     /// A setting cairn does not run yet; refused rather than left silently unchecked.
     #[error("{0}")]
     Unsupported(String),
-    /// The change could not be persisted, so it was not made (it would not survive a restart).
-    #[error("cannot persist the registration: {0}")]
+    /// The change was applied but could not be written to the data directory, so it will not
+    /// survive a restart: the caller should fix the disk and register again.
+    #[error(
+        "applied, but not persisted (it will not survive a restart; check the data directory and register again): {0}"
+    )]
     Persist(#[from] DiskError),
 }
 

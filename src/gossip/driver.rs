@@ -853,6 +853,11 @@ impl Driver {
     /// suspect at one incarnation for the suspicion timeout (stretched by local health, plus one
     /// probe interval for the prober's own timer to win) is declared down, as foca's timer would.
     fn expire_suspicions(&mut self, now: Instant) {
+        // The view counts suspects as they change (it may lag foca by one full read, at most
+        // 25 gossip intervals); with none, skip the pass over foca's whole list each tick.
+        if self.suspected.is_empty() && self.view.membership().count(MemberStatus::Suspect) == 0 {
+            return;
+        }
         let limit = self.config.suspect_to_down_after * self.health.multiplier() + self.timing.probe_interval;
         let mut still = BTreeMap::new();
         let mut overdue = Vec::new();
