@@ -145,27 +145,36 @@ impl Registry {
     pub fn restore(&self) -> Result<Vec<(String, RegistryError)>, PersistError> {
         let Some(disk) = &self.disk else { return Ok(Vec::new()) };
         let saved = Registrations::load(&**disk)?;
+        let now = Instant::now();
         let mut problems = Vec::new();
+        // Applied directly, not through the API methods: those rewrite the file once per entry.
         for (id, body) in &saved.services {
-            if let Err(e) = self.register_service(body) {
+            let applied = config::service_from_api(body)
+                .map_err(RegistryError::from)
+                .and_then(|(service, _)| self.put_service(service, Source::Api, now));
+            if let Err(e) = applied {
                 problems.push((id.clone(), e));
             }
         }
         for (id, body) in &saved.checks {
-            if let Err(e) = self.register_check(body) {
+            let applied = config::check_from_api(body)
+                .map_err(RegistryError::from)
+                .and_then(|(check, _)| self.put_check(check, Source::Api, now));
+            if let Err(e) = applied {
                 problems.push((id.clone(), e));
             }
         }
-        if let Some(reason) = &saved.node_maintenance {
-            if let Err(e) = self.set_maintenance(None, true, reason) {
-                problems.push(("node maintenance".into(), e));
+        let maintenance = saved.node_maintenance.iter().map(|reason| (None, reason));
+        let maintenance = maintenance.chain(saved.service_maintenance.iter().map(|(id, r)| (Some(id.as_str()), r)));
+        for (service_id, reason) in maintenance {
+            if let Err(e) = lock(&self.local).set_maintenance(service_id, true, reason) {
+                problems.push((service_id.unwrap_or("node maintenance").to_string(), e.into()));
             }
         }
-        for (id, reason) in &saved.service_maintenance {
-            if let Err(e) = self.set_maintenance(Some(id), true, reason) {
-                problems.push((id.clone(), e));
-            }
-        }
+        // Entries that no longer apply stay in the file, reported, rather than being dropped.
+        *lock(&self.registrations) = saved;
+        self.refresh_aliases(now);
+        self.changed.notify_one();
         Ok(problems)
     }
 
