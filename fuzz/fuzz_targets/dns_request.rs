@@ -45,7 +45,7 @@ fn catalog() -> &'static State {
 fuzz_target!(|data: &[u8]| {
     let settings = DnsSettings::default();
     let zone = Zone::new(["consul."], "dc1");
-    let context = Context { catalog: catalog().catalog(), settings: &settings, zone: &zone };
+    let context = Context { catalog: catalog().catalog(), settings: &settings, zone: &zone, memo: None };
     for (transport, limit) in [(Transport::Udp, 4096), (Transport::Tcp, 65535)] {
         if let Some(reply) = respond(data, transport, context, &mut Shuffle::new(1)) {
             assert!(reply.len() <= limit, "{} bytes over {transport:?}", reply.len());

@@ -3,7 +3,9 @@
 //! - [`name`]: which question a name asks (Consul's `web.service.consul`, `_web._tcp...`,
 //!   `n1.node...`, `<hex>.addr...`), pure.
 //! - [`wire`]: untrusted bytes to a checked [`wire::Request`] before anything is allocated for
-//!   them, and responses fitted to the transport (EDNS, TC, 64 KiB over TCP), pure.
+//!   them, pure.
+//! - [`reply`]: responses written straight to wire bytes as answers are added, each refused
+//!   once the transport's size (EDNS, 64 KiB over TCP) is reached, TC set where due, pure.
 //! - [`answer`](mod@answer): the core: a request, a catalog snapshot, the settings and a seeded shuffle in,
 //!   response bytes out.
 //! - [`server`]: the shell: the sockets, which catalog is fresh enough to answer from (a
@@ -14,7 +16,9 @@
 
 pub mod answer;
 pub mod client;
+pub mod instances;
 pub mod name;
+pub mod reply;
 pub mod server;
 pub mod wire;
 

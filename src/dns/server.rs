@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use super::answer::{self, Context, Shuffle, Step};
 use super::client::{ClientView, Key};
+use super::instances::InstanceMemo;
 use super::name::{Parsed, Zone};
 use super::wire::{self, Request, Transport};
 use crate::config::DnsSettings;
@@ -76,6 +77,9 @@ struct Shared {
     settings: DnsSettings,
     zone: Zone,
     slow: Semaphore,
+    /// A server's service answers, remembered while its catalog's index for the name stands.
+    /// (A client's per-name catalogs are rebuilt from each fetch, so their indexes prove nothing.)
+    memo: Option<InstanceMemo>,
 }
 
 /// Serve DNS on `listeners` until the task is dropped.
@@ -85,7 +89,8 @@ pub async fn serve(listeners: DnsListeners, source: Source, settings: DnsSetting
         Source::Server(server) => Some(crate::raft::raft_id_from_node_id(&server.info().node_id)),
         Source::Client(_) => None,
     };
-    let shared = Arc::new(Shared { source, raft_id, settings, zone, slow: Semaphore::new(SLOW_REQUESTS_MAX) });
+    let memo = matches!(source, Source::Server(_)).then(InstanceMemo::default);
+    let shared = Arc::new(Shared { source, raft_id, settings, zone, slow: Semaphore::new(SLOW_REQUESTS_MAX), memo });
     let mut tasks = Vec::new();
     for _ in 0..UDP_WORKERS {
         tasks.push(tokio::spawn(udp_loop(listeners.udp.clone(), shared.clone())));
@@ -275,7 +280,8 @@ impl Shared {
     }
 
     fn answer_over(&self, state: &State, request: &Request, parsed: &Parsed, shuffle: &mut Shuffle) -> Vec<u8> {
-        let context = Context { catalog: state.catalog(), settings: &self.settings, zone: &self.zone };
+        let context =
+            Context { catalog: state.catalog(), settings: &self.settings, zone: &self.zone, memo: self.memo.as_ref() };
         answer::answer(request, parsed, context, shuffle)
     }
 }

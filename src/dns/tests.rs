@@ -6,9 +6,12 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use proptest::prelude::*;
 
+use super::instances::InstanceMemo;
 use super::*;
 use crate::config::DnsSettings;
-use crate::state::{CatalogCommand, CheckDefinition, CheckStatus, Command, Registration, ServiceDefinition, State};
+use crate::state::{
+    CatalogCommand, CheckDefinition, CheckStatus, Command, Deregistration, Registration, ServiceDefinition, State,
+};
 
 /// A catalog built by applying registrations, as a server's state is.
 struct Fixture {
@@ -69,7 +72,7 @@ impl Fixture {
     }
 
     fn raw(&self, bytes: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        let context = Context { catalog: self.state.catalog(), settings: &self.settings, zone: &self.zone };
+        let context = Context { catalog: self.state.catalog(), settings: &self.settings, zone: &self.zone, memo: None };
         respond(bytes, transport, context, &mut Shuffle::new(7))
     }
 
@@ -284,15 +287,79 @@ fn sizes_and_truncation() {
 }
 
 /// With 5,000 instances a TCP SRV answer is cut to what fits in 64 KiB with glue, and decodes.
+/// Glue past the 14-bit reach of a compression pointer spells its name out, and still names its
+/// answer's target.
 #[test]
 fn tcp_answers_stop_at_64k() {
     let f = many(5000);
     let bytes = f.raw(&query_bytes("big.service.consul.", RecordType::SRV, None), Transport::Tcp).unwrap();
-    assert!(bytes.len() <= 65535);
+    assert!(bytes.len() <= 65535 && bytes.len() > 65535 - 100, "{} bytes: full, not over", bytes.len());
     let reply = Message::from_vec(&bytes).unwrap();
-    assert!(reply.answers.len() > 500, "{}", reply.answers.len());
+    assert!(reply.answers.len() > 600, "{}", reply.answers.len());
     assert_eq!(reply.additionals.len(), reply.answers.len(), "each answer keeps its glue");
+    for (answer, glue) in reply.answers.iter().zip(&reply.additionals) {
+        let RData::SRV(srv) = &answer.data else { panic!("{answer:?}") };
+        assert_eq!(glue.name, srv.target, "glue follows its answer");
+        assert_eq!(&answer.name, reply.queries[0].name());
+    }
     assert!(!reply.metadata.truncation, "TCP has nothing better to retry with");
+}
+
+/// Sorted SRV ports with each target's glue address, and the response code.
+fn srv_view(message: &Message) -> (ResponseCode, Vec<(u16, String)>) {
+    let mut out: Vec<(u16, String)> = message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => {
+                let glue = message.additionals.iter().find(|g| g.name == srv.target)?;
+                Some((srv.port, glue.data.to_string()))
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    (message.metadata.response_code, out)
+}
+
+/// The server's memo answers what a fresh reading of the catalog would, through every kind of
+/// change to what an answer shows: checks, instances, node addresses, node checks, mixed-case
+/// names, tags, deregistration.
+#[test]
+fn memo_answers_what_a_fresh_reading_would() {
+    let mut f = web_fixture();
+    let memo = InstanceMemo::default();
+    let ask = |f: &Fixture, name: &str| {
+        let bytes = query_bytes(name, RecordType::SRV, Some(4096));
+        let fresh = Context { catalog: f.state.catalog(), settings: &f.settings, zone: &f.zone, memo: None };
+        let remembered = Context { memo: Some(&memo), ..fresh };
+        let decode = |context| {
+            let reply = respond(&bytes, Transport::Udp, context, &mut Shuffle::new(3)).unwrap();
+            srv_view(&Message::from_vec(&reply).unwrap())
+        };
+        let (expected, got) = (decode(fresh), decode(remembered));
+        assert_eq!(got, expected, "{name}");
+        got.1.iter().map(|(port, _)| *port).collect::<Vec<u16>>()
+    };
+    assert_eq!(ask(&f, "web.service.consul."), [8080, 8081]);
+    assert_eq!(ask(&f, "primary.web.service.consul."), [8080]);
+    f.instance("n2", "10.0.0.2", "web", &[], 8081, CheckStatus::Critical);
+    assert_eq!(ask(&f, "web.service.consul."), [8080]);
+    f.instance("n5", "10.0.0.5", "web", &["primary"], 8085, CheckStatus::Passing);
+    assert_eq!(ask(&f, "web.service.consul."), [8080, 8085]);
+    assert_eq!(ask(&f, "primary.web.service.consul."), [8080, 8085]);
+    f.instance("n1", "10.9.9.9", "web", &["primary"], 8080, CheckStatus::Passing);
+    ask(&f, "web.service.consul.");
+    f.node_check("n1", CheckStatus::Critical);
+    assert_eq!(ask(&f, "web.service.consul."), [8085]);
+    f.instance("m1", "10.0.1.1", "Api", &[], 9000, CheckStatus::Passing);
+    assert_eq!(ask(&f, "api.service.consul."), [9000], "names match without case");
+    f.instance("m1", "10.0.1.1", "Api", &[], 9000, CheckStatus::Critical);
+    assert_eq!(ask(&f, "api.service.consul."), Vec::<u16>::new());
+    f.index += 1;
+    let deregister = Deregistration { node: "n5".into(), service_id: Some("web-n5".into()), check_id: None };
+    f.state.apply(f.index, &Command::Catalog(CatalogCommand::Deregister(deregister)));
+    assert_eq!(ask(&f, "web.service.consul."), Vec::<u16>::new());
 }
 
 /// `a_record_limit` caps A answers on every transport; answer order is shuffled per query.
@@ -304,7 +371,7 @@ fn a_record_limit_and_shuffle() {
     assert_eq!(reply.answers.len(), 4);
     f.settings.a_record_limit = None;
     let bytes = query_bytes("big.service.consul.", RecordType::A, None);
-    let context = Context { catalog: f.state.catalog(), settings: &f.settings, zone: &f.zone };
+    let context = Context { catalog: f.state.catalog(), settings: &f.settings, zone: &f.zone, memo: None };
     let mut shuffle = Shuffle::new(1);
     let first = respond(&bytes, Transport::Tcp, context, &mut shuffle).unwrap();
     let orders: std::collections::BTreeSet<Vec<u8>> =

@@ -169,6 +169,11 @@ impl Catalog {
         entry.instances.iter().map(|key| (&self.nodes[&key.0], &self.services[key])).collect()
     }
 
+    /// Is there a service named exactly `name`?
+    pub fn has_service(&self, name: &str) -> bool {
+        self.service_names.contains_key(name)
+    }
+
     /// Every service name with the union of its instances' tags (`/v1/catalog/services`).
     pub fn service_names(&self) -> BTreeMap<String, BTreeSet<String>> {
         let tags_of = |entry: &ServiceName| -> BTreeSet<String> {
@@ -221,10 +226,25 @@ impl Catalog {
     /// passing, or (DNS's default) none critical or in maintenance. Sorted by node, then id.
     pub fn healthy_instances(&self, name: &str, bar: HealthBar) -> Vec<(&Node, &ServiceInstance)> {
         let mut instances = self.service_instances(name);
-        instances.retain(|(node, instance)| {
-            self.checks_of_instance(&node.node, &instance.id).all(|check| bar.admits(check.status))
-        });
+        instances.retain(|(node, instance)| self.clears(node, instance, bar));
         instances
+    }
+
+    /// Does every check of `instance`, node-level and its own, clear `bar`?
+    pub fn clears(&self, node: &Node, instance: &ServiceInstance, bar: HealthBar) -> bool {
+        self.checks_of_instance(&node.node, &instance.id).all(|check| bar.admits(check.status))
+    }
+
+    /// The instances of the service `name` as DNS reads names: without ASCII case (Consul's
+    /// service index ignores case too). The exact spelling is looked up first; only when no
+    /// service has it are the names scanned for other spellings, which costs a pass over the
+    /// names (DNS questions arrive lower-cased, so this is what `Web` costs).
+    pub fn service_instances_ignoring_case(&self, name: &str) -> Vec<(&Node, &ServiceInstance)> {
+        if self.has_service(name) {
+            return self.service_instances(name);
+        }
+        let spellings = self.service_names.keys().filter(|known| known.eq_ignore_ascii_case(name));
+        spellings.flat_map(|known| self.service_instances(known)).collect()
     }
 
     /// Index of the last write that changed the nodes table (0 before any).
