@@ -227,18 +227,21 @@ fn a_follower_without_quorum_answers_servfail_after_max_stale_until_quorum_retur
     cluster.kill_all_but(survivor, leader);
     let killed_at = Instant::now();
     let dns = cluster.dns(survivor);
-    loop {
+    let mut past_max_stale = None;
+    wait_until(MAX_STALE + ANSWER_LIMIT * 2, "a question asked max_stale after the leader died", || {
         let followed = leader_of(cluster.http(survivor));
         let asked_after = killed_at.elapsed();
         let reply = ask_udp(dns, SERVICE, RecordType::A);
         if asked_after < MAX_STALE {
             assert!(is_servfail(&reply) || answered(&reply), "neither the instance nor SERVFAIL: {reply:?}");
-            continue;
+            return false;
         }
-        assert!(is_servfail(&reply), "asked {asked_after:?} after the leader died, past max_stale: {reply:?}");
-        assert_eq!(followed, Some(dead_leader), "the survivor still followed the dead leader, so max_stale refused");
-        break;
-    }
+        past_max_stale = Some((followed, asked_after, reply));
+        true
+    });
+    let (followed, asked_after, reply) = past_max_stale.expect("checked by the wait");
+    assert!(is_servfail(&reply), "asked {asked_after:?} after the leader died, past max_stale: {reply:?}");
+    assert_eq!(followed, Some(dead_leader), "it still followed the dead leader: max_stale, not an election, refused");
     assert_only_servfail(dns, MAX_STALE * 3, "the survivor has no quorum");
 
     cluster.agents[leader] = Some(cluster.launch(leader));
