@@ -269,15 +269,7 @@ fn without_allow_stale_a_follower_answers_only_through_the_barrier() {
 /// A leader whose followers are all gone cannot confirm with a quorum that it still leads (under
 /// a partition the followers would elect another leader and take writes), so after `max_stale`
 /// without a quorum it must answer SERVFAIL as a follower would.
-///
-/// BUG (src/dns/server.rs, `stale_allowed`): a server that believes it leads answers from its own
-/// state with no time limit, and openraft 0.9 never steps a leader down for lost quorum, so the
-/// leader left alone answers NOERROR with the instance for as long as it runs (seen for 30 s and
-/// more), while an HTTP read on the same server answers "No cluster leader". Ignored so the
-/// suite stays green until that is fixed; `cargo nextest run --test dns_stale --run-ignored all`
-/// shows it.
 #[test]
-#[ignore = "BUG: a leader without quorum answers DNS from its own state forever (dns::server::stale_allowed)"]
 fn a_leader_without_quorum_stops_answering_after_max_stale() {
     let mut cluster = Cluster::start("dns-stale-leader", json!({"dns_config": {"max_stale": "1s"}}));
     let leader = cluster.wait_for_leader();

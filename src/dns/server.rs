@@ -1,9 +1,10 @@
 //! The DNS shell: UDP and TCP listeners, the choice of catalog to answer from, and recursors.
 //!
 //! Freshness: a server answers from its own replicated state when `allow_stale` is on and it
-//! leads or heard its leader within `max_stale`; otherwise it first takes a read barrier
-//! confirmed by the leader's quorum (the same as an HTTP `?consistent` read), and answers
-//! SERVFAIL if that does not come within [`BARRIER_TIMEOUT`]. Client agents hold no catalog: they
+//! leads with a quorum's acknowledgement within `max_stale`, or follows and heard its leader
+//! within `max_stale`; otherwise it first takes a read barrier confirmed by the leader's quorum
+//! (the same as an HTTP `?consistent` read), and answers SERVFAIL if that does not come within
+//! [`BARRIER_TIMEOUT`]. Client agents hold no catalog: they
 //! answer from per-name caches kept current by blocking queries to a server ([`ClientView`]).
 //!
 //! Everything is bounded: requests over [`wire::REQUEST_BYTES_MAX`] are refused, at most
@@ -261,16 +262,27 @@ impl Shared {
         }
     }
 
-    /// May this server answer from its own state without asking the leader? Yes if it leads, or
-    /// heard from its leader within `max_stale`.
+    /// May this server answer from its own state without asking the leader? Yes if it leads and
+    /// a quorum acknowledged it within `max_stale`, or it follows and heard from its leader
+    /// within `max_stale`. A leader cut off from its followers keeps believing it leads (nothing
+    /// steps it down) while the others may already have elected another and taken writes: its
+    /// quorum's silence is what dates its state.
     fn stale_allowed(&self, server: &Server) -> bool {
         if !self.settings.allow_stale {
             return false;
         }
-        let leader = server.raft().metrics().borrow().current_leader;
+        let (leader, millis_since_quorum_ack) = {
+            let metrics = server.raft().metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_leader, metrics.millis_since_quorum_ack)
+        };
         match leader {
             None => false,
-            Some(leader) if Some(leader) == self.raft_id => true,
+            // openraft republishes this on every turn of its loop, heartbeats included, so it is
+            // at most a heartbeat interval older than the truth.
+            Some(leader) if Some(leader) == self.raft_id => {
+                millis_since_quorum_ack.is_some_and(|millis| Duration::from_millis(millis) <= self.settings.max_stale)
+            }
             Some(_) => server.leader_contact_at().elapsed() <= self.settings.max_stale,
         }
     }
