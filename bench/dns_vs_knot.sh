@@ -5,11 +5,11 @@
 # each) next to Knot DNS serving the equivalent zone, in the same run: the shared driver
 # (../shared/bench/dns_baseline.sh) interleaves both systems per rep over its scenarios
 # (max_shared, max_1core, lat_rate). Then the latency of SRV over TCP for one service with 5,000
-# instances (dnsperf -m tcp, one query at a time).
+# instances (bench/dns_tcp_latency.py, one question at a time over one connection).
 #
 # Needs: dnsperf, knot and kdig (Debian: apt-get install -y dnsperf knot knot-dnsutils), python3, and the shared bench
 # directory (BENCH_TOOLS, default ../shared/bench), copied to a scratch directory so the shared
-# copy stays untouched. Results: bench/results/dns-<date>.jsonl and dns-big-<date>.txt.
+# copy stays untouched. Results: bench/results/dns-<date>.jsonl and dns-big-<date>.jsonl.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
@@ -32,13 +32,11 @@ knot="knot;15353;$tools/dns/knot_server.sh start;$tools/dns/knot_server.sh stop;
   --out "$here/results/dns-$stamp.jsonl" ${QUIET:+--quiet "$QUIET"}
 
 # SRV over TCP for a service with 5,000 instances: each answer is cut to the 64 KiB a TCP
-# message can carry (about 600 SRV records with their glue).
-big_out=$here/results/dns-big-$stamp.txt
+# message can carry (about 870 SRV records with their glue). Asked one at a time over one
+# connection by bench/dns_tcp_latency.py (dnsperf drops TCP answers larger than its buffer).
+big_out=$here/results/dns-big-$stamp.jsonl
 BIG=5000 "$here/dns_cairn.sh" start
-echo "big.service.consul SRV" >/tmp/cairn-dns-big-query.txt
-dnsperf -s 127.0.0.1 -p 18600 -m tcp -d /tmp/cairn-dns-big-query.txt -c 1 -T 1 -q 1 -l 10 -v -O suppress=timeouts \
-  >"$big_out.raw" 2>&1 || true
+python3 "$here/dns_tcp_latency.py" 127.0.0.1 18600 big.service.consul SRV "$duration" \
+  suite=dns system=cairn scenario=srv_tcp_5000 >"$big_out"
 "$here/dns_cairn.sh" stop
-python3 "$tools/dns/dnsperf_parse.py" suite=dns system=cairn scenario=srv_tcp_5000 <"$big_out.raw" >"$big_out"
-rm -f "$big_out.raw"
 cat "$big_out"

@@ -1,12 +1,13 @@
 //! The DNS server's request handler on arbitrary bytes, over UDP and TCP, against a small catalog:
 //! it must never panic, every reply must be a response with the request's ID that decodes and
-//! fits its transport, and every message the codec decodes must survive a round trip (decode,
-//! encode, decode again: equal).
+//! fits its transport, the server's memo must answer byte for byte what a fresh reading does, and
+//! every message the codec decodes must survive a round trip (decode, encode, decode again: equal).
 #![no_main]
 
 use std::sync::OnceLock;
 
 use cairn::config::DnsSettings;
+use cairn::dns::instances::InstanceMemo;
 use cairn::dns::{respond, Context, Shuffle, Transport, Zone};
 use cairn::state::{
     CatalogCommand, CheckDefinition, CheckStatus, Command, Registration, ServiceDefinition, State,
@@ -46,8 +47,13 @@ fuzz_target!(|data: &[u8]| {
     let settings = DnsSettings::default();
     let zone = Zone::new(["consul."], "dc1");
     let context = Context { catalog: catalog().catalog(), settings: &settings, zone: &zone, memo: None };
+    static MEMO: OnceLock<InstanceMemo> = OnceLock::new();
+    let remembered = Context { memo: Some(MEMO.get_or_init(InstanceMemo::default)), ..context };
     for (transport, limit) in [(Transport::Udp, 4096), (Transport::Tcp, 65535)] {
-        if let Some(reply) = respond(data, transport, context, &mut Shuffle::new(1)) {
+        let reply = respond(data, transport, context, &mut Shuffle::new(1));
+        let from_memo = respond(data, transport, remembered, &mut Shuffle::new(1));
+        assert_eq!(from_memo, reply, "the server's memo answers as a fresh reading does");
+        if let Some(reply) = reply {
             assert!(reply.len() <= limit, "{} bytes over {transport:?}", reply.len());
             assert_eq!(reply[..2], data[..2], "the reply carries the request's ID");
             let decoded = Message::from_vec(&reply).expect("our replies decode");

@@ -66,7 +66,7 @@ impl ServiceAnswer {
     pub fn build(catalog: &Catalog, service: &str, tag: Option<&str>, bar: HealthBar) -> ServiceAnswer {
         let tagged =
             |instance: &ServiceInstance| tag.is_none_or(|t| instance.tags.iter().any(|x| x.eq_ignore_ascii_case(t)));
-        let mut instances = catalog.service_instances_ignoring_case(service);
+        let mut instances = catalog.service_instances(service);
         instances.retain(|(_, instance)| tagged(instance));
         let known = !instances.is_empty();
         let healthy = instances
@@ -98,7 +98,7 @@ struct Question {
 
 #[derive(Debug)]
 struct Remembered {
-    /// The catalog index the answer was worked out at ([`validity`]).
+    /// The catalog's index for the name when the answer was worked out.
     index: u64,
     answer: Arc<ServiceAnswer>,
 }
@@ -121,7 +121,8 @@ impl InstanceMemo {
             tag: tag.map(str::to_owned),
             only_passing: bar == HealthBar::Passing,
         };
-        let index = validity(catalog, service);
+        // Moves with anything a health answer for the name shows, whatever its spelling.
+        let index = catalog.index_for_service(service);
         if let Some(remembered) = self.lock().get(&question) {
             if remembered.index == index {
                 return remembered.answer.clone();
@@ -141,16 +142,5 @@ impl InstanceMemo {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Question, Remembered>> {
         // The map holds no invariant a panicking holder could break halfway.
         self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-/// The index whose move means the answer for `service` may have changed: the name's own index
-/// when a service has exactly that name (it moves with anything a health answer for it shows),
-/// else the whole catalog's last change (other spellings are found by a scan).
-fn validity(catalog: &Catalog, service: &str) -> u64 {
-    if catalog.has_service(service) {
-        catalog.index_for_service(service)
-    } else {
-        catalog.nodes_index().max(catalog.services_index()).max(catalog.checks_index())
     }
 }

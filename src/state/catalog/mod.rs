@@ -162,8 +162,21 @@ impl Catalog {
         rows_of_node(&self.services, node)
     }
 
-    /// Every instance of the service named `name` with its node, sorted by node, then id.
+    /// Every instance of the service named `name` with its node, sorted by node, then id. Names
+    /// are compared without ASCII case, as Consul's service index does: the exact spelling is
+    /// looked up first, and only when no service has it are the names scanned for others (a pass
+    /// over the names; DNS questions arrive lower-cased, so this is what `Web` costs there).
     pub fn service_instances(&self, name: &str) -> Vec<(&Node, &ServiceInstance)> {
+        if self.has_service(name) {
+            return self.instances_named_exactly(name);
+        }
+        let spellings = self.service_names.keys().filter(|known| known.eq_ignore_ascii_case(name));
+        let mut instances: Vec<_> = spellings.flat_map(|known| self.instances_named_exactly(known)).collect();
+        instances.sort_by(|a, b| (&a.0.node, &a.1.id).cmp(&(&b.0.node, &b.1.id)));
+        instances
+    }
+
+    fn instances_named_exactly(&self, name: &str) -> Vec<(&Node, &ServiceInstance)> {
         let Some(entry) = self.service_names.get(name) else { return Vec::new() };
         // Indexing cannot fail: instances only name existing services, and services existing nodes.
         entry.instances.iter().map(|key| (&self.nodes[&key.0], &self.services[key])).collect()
@@ -235,18 +248,6 @@ impl Catalog {
         self.checks_of_instance(&node.node, &instance.id).all(|check| bar.admits(check.status))
     }
 
-    /// The instances of the service `name` as DNS reads names: without ASCII case (Consul's
-    /// service index ignores case too). The exact spelling is looked up first; only when no
-    /// service has it are the names scanned for other spellings, which costs a pass over the
-    /// names (DNS questions arrive lower-cased, so this is what `Web` costs).
-    pub fn service_instances_ignoring_case(&self, name: &str) -> Vec<(&Node, &ServiceInstance)> {
-        if self.has_service(name) {
-            return self.service_instances(name);
-        }
-        let spellings = self.service_names.keys().filter(|known| known.eq_ignore_ascii_case(name));
-        spellings.flat_map(|known| self.service_instances(known)).collect()
-    }
-
     /// Index of the last write that changed the nodes table (0 before any).
     pub fn nodes_index(&self) -> u64 {
         self.nodes_index
@@ -263,11 +264,16 @@ impl Catalog {
     }
 
     /// `X-Consul-Index` for reads of one service name (`/v1/catalog/service/<name>`,
-    /// `/v1/health/service/<name>`). For a name without instances, Consul's rule: the last
-    /// extinction of any name, or before any the highest table index. At least 1.
+    /// `/v1/health/service/<name>`), spelled in any case as [`Catalog::service_instances`]
+    /// reads it. For a name without instances, Consul's rule: the last extinction of any name,
+    /// or before any the highest table index. At least 1.
     pub fn index_for_service(&self, name: &str) -> u64 {
-        let index = match self.service_names.get(name) {
-            Some(entry) => entry.index,
+        let other_spellings = || {
+            let matching = self.service_names.iter().filter(|(known, _)| known.eq_ignore_ascii_case(name));
+            matching.map(|(_, entry)| entry.index).max()
+        };
+        let index = match self.service_names.get(name).map(|entry| entry.index).or_else(other_spellings) {
+            Some(index) => index,
             None if self.service_extinction_index > 0 => self.service_extinction_index,
             None => self.nodes_index.max(self.services_index).max(self.checks_index),
         };

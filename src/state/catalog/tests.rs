@@ -376,6 +376,26 @@ fn service_instances_sorted_by_node_then_id() {
     assert!(catalog.service_instances("nope").is_empty());
 }
 
+/// Service names are found without ASCII case, as Consul's service index does: the exact
+/// spelling when a service has it, else every other spelling; the name's index moves with them.
+#[test]
+fn service_names_match_without_case() {
+    let mut catalog = Catalog::default();
+    register(&mut catalog, 1, with_service(registration("n1", "10.0.0.1"), "web-1", "Web", &[]));
+    register(&mut catalog, 2, with_service(registration("n2", "10.0.0.2"), "web-2", "WEB", &[]));
+    register(&mut catalog, 3, with_service(registration("n3", "10.0.0.3"), "db", "db", &[]));
+    let ids = |catalog: &Catalog, name: &str| -> Vec<String> {
+        catalog.service_instances(name).into_iter().map(|(_, s)| s.id.clone()).collect()
+    };
+    assert_eq!(ids(&catalog, "web"), ["web-1", "web-2"]);
+    assert_eq!(ids(&catalog, "Web"), ["web-1"], "an exact spelling is taken alone");
+    assert_eq!(catalog.index_for_service("web"), 2);
+    register(&mut catalog, 4, with_check(registration("n1", "10.0.0.1"), "alive", "web-1", CheckStatus::Critical));
+    assert_eq!(catalog.index_for_service("web"), 4, "a change to any spelling moves the index");
+    assert!(catalog.passing_instances("web").iter().all(|(_, s)| s.id == "web-2"));
+    assert_eq!(ids(&catalog, "DB"), ["db"]);
+}
+
 /// Service names list the union of their instances' tags.
 #[test]
 fn service_names_union_tags() {
