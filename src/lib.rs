@@ -79,9 +79,11 @@
 //!   (`web.service.consul`, `_web._tcp.service.consul`, `n1.node.consul`, `<hex>.addr.consul`)
 //!   answered by a pure core from a catalog snapshot, with the catalog's own health rule
 //!   ([`state::HealthBar`], shared with `?passing`). The shell picks the catalog: a server's own
-//!   state within `max_stale` of its leader (else after a read barrier); on a client agent, a small
+//!   state within `max_stale` of its leader or its quorum's acknowledgement (else after a read
+//!   barrier), with a memo of service answers per catalog index; on a client agent, a small
 //!   catalog per name kept current by blocking queries through [`agent::ServerForwarder`].
-//!   Untrusted bytes are checked before they are decoded; answers are fitted to EDNS, UDP and TCP.
+//!   Untrusted bytes are checked before they are decoded; answers are written straight to wire
+//!   bytes, each refused once EDNS, UDP or TCP's size is reached.
 //! - [`cli`]: the `cairn` commands that talk to a running agent over HTTP (`members`, `join`,
 //!   `leave`, `operator raft`, `keygen`, `keyring`), and `validate`, which checks config files.
 //! - [`io`]: the thin shell over the runtime: the openraft runtime adapter, the seeded randomness
