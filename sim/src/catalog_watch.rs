@@ -1,9 +1,10 @@
 //! The client agents' services in the catalog: waiting until the agents' anti-entropy has
 //! registered them, and sampling, from a host of its own, what every server answers to
-//! `GET /v1/health/service/<name>?passing&stale` and to the DNS question
-//! `<name>.service.consul A` (each server's own view, as a user asking that server sees it).
-//! [`crate::check::catalog`] judges the samples: an instance counts as shown only when both
-//! interfaces of every answering server show it, and as gone only when neither does.
+//! `GET /v1/health/service/<name>?passing&stale`, and what every server and every up client
+//! agent answers to the DNS questions `<name>.service.consul A` and `SRV` (each one's own view,
+//! as a user asking it sees it: a server's replicated state, a client agent's per-name view).
+//! [`crate::check::catalog`] judges the samples: an instance counts as shown only when every
+//! answer shows it, and as gone only when none does.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hickory_proto::rr::RecordType;
 use madsim::runtime::Handle;
 
 use tokio::task::JoinHandle;
@@ -73,32 +75,39 @@ async fn passing_nodes(servers: &[SocketAddr], service: &str) -> Vec<BTreeSet<St
     answers
 }
 
-/// For each up server whose DNS interface answers, the agents behind the A records of
-/// `<service>.service.consul`.
-async fn dns_nodes(servers: &[SocketAddr], service: &str, agents: usize) -> Vec<BTreeSet<String>> {
+/// For each DNS interface that answers (every up server's and client agent's), the agents behind
+/// the A records of `<service>.service.consul`, and behind its SRV records' glue: one set per
+/// interface and question type.
+async fn dns_nodes(hosts: &[IpAddr], service: &str, agents: usize) -> Vec<BTreeSet<String>> {
     let mut answers = Vec::new();
-    for server in servers {
-        let dns = SocketAddr::new(server.ip(), cairn::config::Ports::default().dns);
-        let Some(addresses) = crate::dns::service_a_records(dns, service, ANSWER_WITHIN).await else { continue };
-        let named = (0..agents).filter(|&i| addresses.contains(&agent_ip(i))).map(|i| format!("a{i}")).collect();
-        answers.push(named);
+    for host in hosts {
+        let dns = SocketAddr::new(*host, cairn::config::Ports::default().dns);
+        for rtype in [RecordType::A, RecordType::SRV] {
+            let Some(addresses) = crate::dns::service_addresses(dns, service, rtype, ANSWER_WITHIN).await else {
+                continue;
+            };
+            let named = (0..agents).filter(|&i| addresses.contains(&agent_ip(i))).map(|i| format!("a{i}")).collect();
+            answers.push(named);
+        }
     }
     answers
 }
 
-/// One sample of every agent: visible when every answering server lists it for every service
-/// over HTTP and DNS, hidden when none lists it for any.
+/// One sample of every agent: visible when every answer (HTTP and DNS, every service) lists it,
+/// hidden when none does.
 async fn sample(cluster: &SharedCluster, services: &[String], start: Instant) -> Vec<Sample> {
     let at_ms = start.elapsed().as_millis() as u64;
-    let (servers, agents) = {
+    let (servers, dns_hosts, agents) = {
         let c = cluster.lock().expect("cluster lock");
         let up = c.active().into_iter().filter(|i| c.is_up(Host::Server(*i))).map(http_addr).collect::<Vec<_>>();
-        (up, c.agent_count())
+        let up_agents = (0..c.agent_count()).filter(|i| c.is_up(Host::Agent(*i))).map(agent_ip);
+        let dns_hosts: Vec<IpAddr> = up.iter().map(SocketAddr::ip).chain(up_agents).collect();
+        (up, dns_hosts, c.agent_count())
     };
     let mut answers = Vec::new();
     for service in services {
         answers.extend(passing_nodes(&servers, service).await);
-        answers.extend(dns_nodes(&servers, service, agents).await);
+        answers.extend(dns_nodes(&dns_hosts, service, agents).await);
     }
     let until_ms = start.elapsed().as_millis() as u64;
     (0..agents)
