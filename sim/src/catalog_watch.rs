@@ -59,38 +59,24 @@ pub async fn wait_registered(cluster: &SharedCluster, services: &[String], limit
     waiting.await.map_err(|e| format!("the waiting task failed: {e}"))?
 }
 
-/// For each up server that answers, the node names it lists as passing instances of `service`.
-/// A server that does not answer in time (down, cut off) has no say in this sample.
-async fn passing_nodes(servers: &[SocketAddr], service: &str) -> Vec<BTreeSet<String>> {
+/// The node names `server` lists as passing instances of `service`; `None` if it does not answer
+/// in time (down, cut off): it has no say in this sample.
+async fn passing_nodes(server: SocketAddr, service: String) -> Option<BTreeSet<String>> {
     let path = format!("/v1/health/service/{service}?passing&stale");
-    let mut answers = Vec::new();
-    for server in servers {
-        let Ok(response) = request(*server, "GET", &path, Bytes::new(), ANSWER_WITHIN).await else { continue };
-        if response.status != 200 {
-            continue;
-        }
-        let Ok(entries) = serde_json::from_slice::<Vec<serde_json::Value>>(&response.body) else { continue };
-        answers.push(entries.iter().filter_map(|e| e["Node"]["Node"].as_str().map(str::to_owned)).collect());
+    let response = request(server, "GET", &path, Bytes::new(), ANSWER_WITHIN).await.ok()?;
+    if response.status != 200 {
+        return None;
     }
-    answers
+    let entries = serde_json::from_slice::<Vec<serde_json::Value>>(&response.body).ok()?;
+    Some(entries.iter().filter_map(|e| e["Node"]["Node"].as_str().map(str::to_owned)).collect())
 }
 
-/// For each DNS interface that answers (every up server's and client agent's), the agents behind
-/// the A records of `<service>.service.consul`, and behind its SRV records' glue: one set per
-/// interface and question type.
-async fn dns_nodes(hosts: &[IpAddr], service: &str, agents: usize) -> Vec<BTreeSet<String>> {
-    let mut answers = Vec::new();
-    for host in hosts {
-        let dns = SocketAddr::new(*host, cairn::config::Ports::default().dns);
-        for rtype in [RecordType::A, RecordType::SRV] {
-            let Some(addresses) = crate::dns::service_addresses(dns, service, rtype, ANSWER_WITHIN).await else {
-                continue;
-            };
-            let named = (0..agents).filter(|&i| addresses.contains(&agent_ip(i))).map(|i| format!("a{i}")).collect();
-            answers.push(named);
-        }
-    }
-    answers
+/// The agents behind the answer of the DNS interface on `host` to `<service>.service.consul`
+/// (A records, or SRV records' glue); `None` if it does not answer in time.
+async fn dns_nodes(host: IpAddr, service: String, rtype: RecordType, agents: usize) -> Option<BTreeSet<String>> {
+    let dns = SocketAddr::new(host, cairn::config::Ports::default().dns);
+    let addresses = crate::dns::service_addresses(dns, &service, rtype, ANSWER_WITHIN).await?;
+    Some((0..agents).filter(|&i| addresses.contains(&agent_ip(i))).map(|i| format!("a{i}")).collect())
 }
 
 /// One sample of every agent: visible when every answer (HTTP and DNS, every service) lists it,
@@ -104,10 +90,23 @@ async fn sample(cluster: &SharedCluster, services: &[String], start: Instant) ->
         let dns_hosts: Vec<IpAddr> = up.iter().map(SocketAddr::ip).chain(up_agents).collect();
         (up, dns_hosts, c.agent_count())
     };
-    let mut answers = Vec::new();
+    // Every question at once, so a sample spans one round trip (or one timeout), not their sum.
+    let mut questions = Vec::new();
     for service in services {
-        answers.extend(passing_nodes(&servers, service).await);
-        answers.extend(dns_nodes(&dns_hosts, service, agents).await);
+        for server in &servers {
+            questions.push(tokio::spawn(passing_nodes(*server, service.clone())));
+        }
+        for host in &dns_hosts {
+            for rtype in [RecordType::A, RecordType::SRV] {
+                questions.push(tokio::spawn(dns_nodes(*host, service.clone(), rtype, agents)));
+            }
+        }
+    }
+    let mut answers = Vec::new();
+    for question in questions {
+        if let Ok(Some(answer)) = question.await {
+            answers.push(answer);
+        }
     }
     let until_ms = start.elapsed().as_millis() as u64;
     (0..agents)
