@@ -3,13 +3,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use common::dns::{a_records, ask_tcp, ask_udp};
 use common::{leader_of, put, wait_until, Agent, AgentPorts, TempDir};
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
 
 fn dev_agent(dir: &TempDir) -> Agent {
@@ -21,58 +22,6 @@ fn dev_agent(dir: &TempDir) -> Agent {
 
 fn dns_addr(agent: &Agent) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], agent.ports.dns))
-}
-
-fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
-    let mut message = Message::new(0x4242, MessageType::Query, OpCode::Query);
-    message.metadata.recursion_desired = true;
-    message.queries.push(Query::query(Name::from_ascii(name).unwrap(), rtype));
-    if let Some(size) = edns {
-        let mut e = Edns::new();
-        e.set_max_payload(size);
-        message.edns = Some(e);
-    }
-    message.to_vec().unwrap()
-}
-
-/// One question over UDP, retried a few times as a resolver would (UDP may drop).
-fn ask_udp(addr: SocketAddr, name: &str, rtype: RecordType, edns: Option<u16>) -> Message {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut buffer = vec![0u8; 65535];
-    for _ in 0..3 {
-        socket.send_to(&query(name, rtype, edns), addr).unwrap();
-        if let Ok((len, _)) = socket.recv_from(&mut buffer) {
-            return Message::from_vec(&buffer[..len]).expect("the answer decodes");
-        }
-    }
-    panic!("no UDP answer for {name} {rtype}");
-}
-
-fn ask_tcp(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let bytes = query(name, rtype, None);
-    stream.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
-    stream.write_all(&bytes).unwrap();
-    let mut prefix = [0u8; 2];
-    stream.read_exact(&mut prefix).unwrap();
-    let mut body = vec![0u8; u16::from_be_bytes(prefix) as usize];
-    stream.read_exact(&mut body).unwrap();
-    Message::from_vec(&body).expect("the answer decodes")
-}
-
-fn a_records(message: &Message) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = message
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 fn srv_targets(message: &Message) -> Vec<(String, u16)> {

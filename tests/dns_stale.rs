@@ -1,19 +1,19 @@
 //! How fresh a server's DNS answers are, on three real server processes on 127.0.0.1: a server
-//! answers from its own replicated state only while it leads or heard its leader within
-//! `dns_config.max_stale`; otherwise it takes a read barrier confirmed by a quorum, and answers
-//! SERVFAIL when that does not come within the barrier timeout (2 s). Asked with hickory-proto
-//! messages over UDP and TCP, as tests/dns.rs does.
+//! answers from its own replicated state only while it leads with a quorum's acknowledgement, or
+//! heard its leader, within `dns_config.max_stale`; otherwise it takes a read barrier confirmed
+//! by a quorum, and answers SERVFAIL when that does not come within the barrier timeout (2 s).
+//! Asked with hickory-proto messages over UDP and TCP (tests/common/dns.rs).
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::dns::{a_records, ask_tcp, ask_udp};
 use common::{leader_of, put, wait_until, Agent, AgentPorts, TempDir};
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
 use serde_json::json;
 
 /// Elections and gossip on a shared 2-core machine.
@@ -128,57 +128,9 @@ impl Cluster {
         let answer = put(self.http(through), "/v1/catalog/register", body.to_string().as_bytes());
         assert_eq!((answer.status, answer.text().trim()), (200, "true"), "{}", answer.text());
         wait_until(ELECTION_LIMIT, "every server to answer the instance", || {
-            (0..3).all(|i| answered(&ask_udp(self.dns(i), SERVICE, RecordType::A)))
+            (0..3).all(|i| answered(&ask_udp(self.dns(i), SERVICE, RecordType::A, None)))
         });
     }
-}
-
-fn query(name: &str, rtype: RecordType) -> Vec<u8> {
-    let mut message = Message::new(0x5151, MessageType::Query, OpCode::Query);
-    message.metadata.recursion_desired = true;
-    message.queries.push(Query::query(Name::from_ascii(name).unwrap(), rtype));
-    message.to_vec().unwrap()
-}
-
-/// One question over UDP. The server answers every question, SERVFAIL at the latest after its
-/// barrier timeout, so the read timeout is longer than that; a lost datagram is asked again.
-fn ask_udp(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(ANSWER_LIMIT)).unwrap();
-    let mut buffer = vec![0u8; 65535];
-    for _ in 0..2 {
-        socket.send_to(&query(name, rtype), addr).unwrap();
-        if let Ok((len, _)) = socket.recv_from(&mut buffer) {
-            return Message::from_vec(&buffer[..len]).expect("the answer decodes");
-        }
-    }
-    panic!("no UDP answer for {name} {rtype} from {addr}");
-}
-
-fn ask_tcp(addr: SocketAddr, name: &str, rtype: RecordType) -> Message {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(ANSWER_LIMIT)).unwrap();
-    let bytes = query(name, rtype);
-    stream.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
-    stream.write_all(&bytes).unwrap();
-    let mut prefix = [0u8; 2];
-    stream.read_exact(&mut prefix).unwrap();
-    let mut body = vec![0u8; u16::from_be_bytes(prefix) as usize];
-    stream.read_exact(&mut body).unwrap();
-    Message::from_vec(&body).expect("the answer decodes")
-}
-
-fn a_records(message: &Message) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = message
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// NOERROR with the registered instance.
@@ -195,7 +147,7 @@ fn is_servfail(message: &Message) -> bool {
 fn assert_only_servfail(addr: SocketAddr, window: Duration, why: &str) {
     let until = Instant::now() + window;
     while Instant::now() < until {
-        for reply in [ask_udp(addr, SERVICE, RecordType::A), ask_tcp(addr, SERVICE, RecordType::A)] {
+        for reply in [ask_udp(addr, SERVICE, RecordType::A, None), ask_tcp(addr, SERVICE, RecordType::A)] {
             assert!(
                 is_servfail(&reply),
                 "{why}, yet it answered {:?} {:?}",
@@ -231,7 +183,7 @@ fn a_follower_without_quorum_answers_servfail_after_max_stale_until_quorum_retur
     wait_until(MAX_STALE + ANSWER_LIMIT * 2, "a question asked max_stale after the leader died", || {
         let followed = leader_of(cluster.http(survivor));
         let asked_after = killed_at.elapsed();
-        let reply = ask_udp(dns, SERVICE, RecordType::A);
+        let reply = ask_udp(dns, SERVICE, RecordType::A, None);
         if asked_after < MAX_STALE {
             assert!(is_servfail(&reply) || answered(&reply), "neither the instance nor SERVFAIL: {reply:?}");
             return false;
@@ -246,7 +198,7 @@ fn a_follower_without_quorum_answers_servfail_after_max_stale_until_quorum_retur
 
     cluster.agents[leader] = Some(cluster.launch(leader));
     wait_until(ELECTION_LIMIT, "the survivor to answer again once quorum returns", || {
-        answered(&ask_udp(dns, SERVICE, RecordType::A))
+        answered(&ask_udp(dns, SERVICE, RecordType::A, None))
     });
     assert!(answered(&ask_tcp(dns, SERVICE, RecordType::A)));
 }
@@ -278,7 +230,7 @@ fn a_leader_without_quorum_stops_answering_after_max_stale() {
     cluster.kill_all_but(leader, leader);
     let dns = cluster.dns(leader);
     wait_until(MAX_STALE + ANSWER_LIMIT * 2, "the leader without quorum to answer SERVFAIL", || {
-        is_servfail(&ask_udp(dns, SERVICE, RecordType::A))
+        is_servfail(&ask_udp(dns, SERVICE, RecordType::A, None))
     });
     assert_only_servfail(dns, MAX_STALE * 3, "the leader has no quorum");
 }

@@ -3,6 +3,8 @@
 //! Every process started is killed when its handle drops.
 #![allow(dead_code)]
 
+pub mod dns;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -14,7 +16,8 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
-/// A fresh directory under the system temp dir, removed on drop.
+/// A fresh directory under the system temp dir, removed on drop (kept when `CAIRN_TEST_KEEP` is
+/// set, to read the agents' logs after a run).
 pub struct TempDir(PathBuf);
 
 impl TempDir {
@@ -34,6 +37,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::env::var_os("CAIRN_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
