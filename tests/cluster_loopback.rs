@@ -28,6 +28,7 @@ impl Cluster {
     fn start_some(size: usize, started: usize, label: &str) -> Cluster {
         let ports: Vec<AgentPorts> = (0..size).map(|_| AgentPorts::free()).collect();
         let mut cluster = Cluster { dir: TempDir::new(label), ports, agents: Vec::new(), bootstrap_expect: started };
+        cluster.write_autopilot_config();
         cluster.agents = (0..size).map(|i| (i < started).then(|| cluster.launch(i))).collect();
         cluster
     }
@@ -62,9 +63,16 @@ impl Cluster {
 
     /// A config file that promotes new servers after 1 s of stability instead of 10 s.
     fn autopilot_config(&self) -> PathBuf {
-        let path = self.dir.path().join("autopilot.json");
-        std::fs::write(&path, r#"{"autopilot": {"server_stabilization_time": "1s"}}"#).expect("write the config");
-        path
+        self.dir.path().join("autopilot.json")
+    }
+
+    /// Written once, before any agent starts: rewriting it at each launch truncated it while
+    /// servers started just before were still reading it, and an empty config file is an empty
+    /// source (as in Consul), so such a server ran with the 10 s default; when it led, the later
+    /// server became a voter only after 10 s.
+    fn write_autopilot_config(&self) {
+        let config = r#"{"autopilot": {"server_stabilization_time": "1s"}}"#;
+        std::fs::write(self.autopilot_config(), config).expect("write the config");
     }
 
     /// (node name, voter) of each server in the Raft configuration `i` serves, by name.

@@ -99,7 +99,7 @@ impl Agent {
             .arg("agent")
             .args(args)
             .args(ports.flags())
-            .env("CAIRN_LOG", "info")
+            .env("CAIRN_LOG", std::env::var("CAIRN_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(out.try_clone().expect("clone log handle"))
             .stderr(out)
             .spawn()
