@@ -339,23 +339,69 @@ fn promotions(
     now: Instant,
     settings: &AutopilotSettings,
 ) -> Vec<MembershipAction> {
-    let stable = |member: &Member| {
-        member.status == MemberStatus::Alive
-            && now.saturating_duration_since(member.status_since) >= settings.server_stabilization_time
-    };
-    let caught_up = |id: &NodeId| {
-        current
-            .matched
-            .get(id)
-            .is_some_and(|matched| current.last_log_index.saturating_sub(*matched) <= settings.max_trailing_logs)
-    };
-    let in_contact =
-        |id: &NodeId| current.last_contact.get(id).is_some_and(|since| *since <= settings.last_contact_threshold);
     current
         .learners
         .keys()
-        .filter(|id| servers.get(**id).is_some_and(stable) && caught_up(id) && in_contact(id))
+        .filter(|id| promotion_wait(**id, current, servers, now, settings).is_none())
         .map(|id| MembershipAction::Promote(*id))
+        .collect()
+}
+
+/// Why a learner is not promoted yet: the first promotion condition it fails, with the values
+/// that fail it, so a log line shows which condition holds it back and by how much.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromotionWait {
+    /// Not an alive server of our datacenter in the gossip view.
+    NotAlive,
+    /// Alive for `alive_for`, less than `server_stabilization_time` (`needed`).
+    Stabilizing { alive_for: Duration, needed: Duration },
+    /// More than `max_trailing_logs` behind the leader's log, or never reached (`behind` None).
+    Trailing { behind: Option<u64> },
+    /// Last answered the leader's replication `since` ago, longer than `last_contact_threshold`,
+    /// or never (None).
+    OutOfContact { since: Option<Duration> },
+}
+
+fn promotion_wait(
+    id: NodeId,
+    current: &RaftMembershipView,
+    servers: &GossipServers<'_>,
+    now: Instant,
+    settings: &AutopilotSettings,
+) -> Option<PromotionWait> {
+    let Some(member) = servers.get(id).filter(|member| member.status == MemberStatus::Alive) else {
+        return Some(PromotionWait::NotAlive);
+    };
+    let alive_for = now.saturating_duration_since(member.status_since);
+    if alive_for < settings.server_stabilization_time {
+        return Some(PromotionWait::Stabilizing { alive_for, needed: settings.server_stabilization_time });
+    }
+    let behind = current.matched.get(&id).map(|matched| current.last_log_index.saturating_sub(*matched));
+    if behind.is_none_or(|behind| behind > settings.max_trailing_logs) {
+        return Some(PromotionWait::Trailing { behind });
+    }
+    let since = current.last_contact.get(&id).copied();
+    if since.is_none_or(|since| since > settings.last_contact_threshold) {
+        return Some(PromotionWait::OutOfContact { since });
+    }
+    None
+}
+
+/// The learners [`plan`] does not promote now, and why. Autopilot otherwise says nothing about a
+/// learner it keeps waiting: a server running with another `server_stabilization_time` than
+/// meant showed only as a promotion 10 s late.
+pub fn promotion_waits(
+    current: &RaftMembershipView,
+    gossip: &Membership,
+    datacenter: &str,
+    now: Instant,
+    settings: &AutopilotSettings,
+) -> Vec<(NodeId, PromotionWait)> {
+    let servers = GossipServers::new(gossip, datacenter);
+    current
+        .learners
+        .keys()
+        .filter_map(|id| Some((*id, promotion_wait(*id, current, &servers, now, settings)?)))
         .collect()
 }
 
@@ -382,6 +428,12 @@ async fn reconcile_once(server: &Server, gossip: &Membership, settings: &Autopil
     let last_contact = feedback.last_contact(now);
     let Some(view) = RaftMembershipView::from_metrics(&server.raft().metrics().borrow(), last_contact) else { return };
     let actions = plan(&view, gossip, server.datacenter(), now, settings);
+    if tracing::enabled!(tracing::Level::DEBUG) && !view.changing {
+        for (id, wait) in promotion_waits(&view, gossip, server.datacenter(), now, settings) {
+            let name = view.info(id).map(|info| info.name.as_str()).unwrap_or_default();
+            tracing::debug!(server = %name, ?wait, "autopilot: learner not promoted yet");
+        }
+    }
     for action in actions {
         let name = match &action {
             MembershipAction::AddLearner(info) => info.name.clone(),

@@ -138,6 +138,34 @@ fn a_learner_out_of_contact_is_not_promoted() {
     assert_eq!(plan(&current, &gossip, DC, now, &settings()), [MembershipAction::Promote(2)]);
 }
 
+/// Every learner `plan` does not promote is reported with the first condition it fails and the
+/// values that fail it (the stabilization time in force among them); the one it promotes is not.
+#[test]
+fn learners_left_waiting_say_why() {
+    let now = Instant::now();
+    let gossip = gossip_of(
+        &[1, 2, 4, 5, 6],
+        long_ago(now),
+        vec![member(3, MemberStatus::Alive, now - Duration::from_secs(2)), member(7, MemberStatus::Suspect, now)],
+    );
+    let mut current = view(&[], &[2, 3, 4, 5, 6, 7]);
+    current.matched.insert(4, 1000 - 251);
+    current.matched.remove(&5);
+    current.last_contact.insert(6, Duration::from_millis(201));
+    let needed = settings().server_stabilization_time;
+    assert_eq!(
+        promotion_waits(&current, &gossip, DC, now, &settings()),
+        [
+            (3, PromotionWait::Stabilizing { alive_for: Duration::from_secs(2), needed }),
+            (4, PromotionWait::Trailing { behind: Some(251) }),
+            (5, PromotionWait::Trailing { behind: None }),
+            (6, PromotionWait::OutOfContact { since: Some(Duration::from_millis(201)) }),
+            (7, PromotionWait::NotAlive),
+        ]
+    );
+    assert_eq!(plan(&current, &gossip, DC, now, &settings()), [MembershipAction::Promote(2)]);
+}
+
 /// A server that left gracefully is removed at once, voter or learner.
 #[test]
 fn left_servers_are_removed_at_once() {
