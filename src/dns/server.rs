@@ -4,8 +4,8 @@
 //! leads with a quorum's acknowledgement within `max_stale`, or follows and heard its leader
 //! within `max_stale`; otherwise it first takes a read barrier confirmed by the leader's quorum
 //! (the same as an HTTP `?consistent` read), and answers SERVFAIL if that does not come within
-//! [`BARRIER_TIMEOUT`]. Client agents hold no catalog: they
-//! answer from per-name caches kept current by blocking queries to a server ([`ClientView`]).
+//! [`BARRIER_TIMEOUT`]. Client agents hold no catalog: they answer from per-name caches kept
+//! current by blocking queries to a server ([`ClientView`]).
 //!
 //! Everything is bounded: requests over [`wire::REQUEST_BYTES_MAX`] are refused, at most
 //! [`TCP_CONNECTIONS_MAX`] TCP connections are served at once (idle ones close after
